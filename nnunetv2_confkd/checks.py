@@ -1,0 +1,96 @@
+"""Input checks run before any expensive work. Every failure is a :class:`ConfKDInputError` whose message names the
+case or file and says what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+
+from nnunetv2_confkd.supervision import LEVELS, MANIFEST_KEY
+
+_FIX_MANIFEST = (f'Add a "{MANIFEST_KEY}" mapping {{case identifier: one of {list(LEVELS)}}} that covers every '
+                 "training case to dataset.json (nnUNet_raw/DatasetXXX/dataset.json), then re-run "
+                 "nnUNetv2_plan_and_preprocess (it copies dataset.json to nnUNet_preprocessed).")
+
+
+class ConfKDInputError(ValueError):
+    """Bad input (dataset, manifest, split or checkpoint); the message names the culprit and the fix."""
+
+
+def _listing(names: Iterable[str], limit: int = 10) -> str:
+    names = sorted(str(n) for n in names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_manifest(dataset_json: Mapping, case_ids: Iterable[str], source: str = "dataset.json") -> dict[str, str]:
+    """Validate the supervision manifest against the dataset's cases and return it as ``{case: level}``.
+
+    Raises:
+        ConfKDInputError: the mapping is absent or not a dict, misses cases, names unknown cases or unknown levels.
+    """
+    manifest = dataset_json.get(MANIFEST_KEY)
+    if manifest is None:
+        raise ConfKDInputError(f'{source} has no "{MANIFEST_KEY}" key. {_FIX_MANIFEST}')
+    if not isinstance(manifest, Mapping):
+        raise ConfKDInputError(f'{source}: "{MANIFEST_KEY}" must map case identifiers to levels, got '
+                               f"{type(manifest).__name__}. {_FIX_MANIFEST}")
+    manifest = {str(k): v for k, v in manifest.items()}
+    case_ids = {str(c) for c in case_ids}
+    missing = case_ids - manifest.keys()
+    if missing:
+        raise ConfKDInputError(f'{source}: "{MANIFEST_KEY}" has no level for case(s) {_listing(missing)}. '
+                               f"{_FIX_MANIFEST}")
+    unknown = manifest.keys() - case_ids
+    if unknown:
+        raise ConfKDInputError(f'{source}: "{MANIFEST_KEY}" names case(s) that are not in the dataset: '
+                               f"{_listing(unknown)}. Remove them or fix the identifiers (no _0000 channel suffix, "
+                               "no file ending).")
+    bad = {k: v for k, v in manifest.items() if v not in LEVELS}
+    if bad:
+        first = next(iter(sorted(bad)))
+        raise ConfKDInputError(f'{source}: case {first} has level {bad[first]!r} ({len(bad)} case(s) in all); '
+                               f"allowed levels are {list(LEVELS)}.")
+    return manifest
+
+
+def check_ignore_label(manifest: Mapping[str, str], ignore_label: int | None, source: str = "dataset.json") -> None:
+    """Weak and unlabeled cases need an ignore label declared in ``dataset.json``."""
+    partial = [k for k, v in manifest.items() if v != "full"]
+    if partial and ignore_label is None:
+        raise ConfKDInputError(f'{source} declares no "ignore" label, but case(s) {_listing(partial)} are weak or '
+                               'unlabeled. Add "ignore": <highest integer> to "labels" and mark every unannotated '
+                               "voxel of those cases with it.")
+
+
+def check_split(manifest: Mapping[str, str], train_keys: Iterable[str], val_keys: Iterable[str],
+                split_source: str = "splits_final.json") -> None:
+    """The training split needs a full case, and every validation case must be full (it is scored densely)."""
+    train_keys, val_keys = [str(k) for k in train_keys], [str(k) for k in val_keys]
+    if not any(manifest[k] == "full" for k in train_keys):
+        raise ConfKDInputError(f"the training split of {split_source} has no fully labeled case "
+                               f"({len(train_keys)} cases, all weak or unlabeled). Move at least one \"full\" case "
+                               "into the training part of the fold.")
+    not_full = [k for k in val_keys if manifest[k] != "full"]
+    if not_full:
+        raise ConfKDInputError(f"validation case(s) {_listing(not_full)} of {split_source} are not fully labeled; "
+                               "nnU-Net's validation would score them on their few labeled voxels. Write a "
+                               "splits_final.json whose validation parts hold only \"full\" cases (the converters "
+                               "do), or train a fold of such a split instead of fold 'all'.")
+
+
+def check_full_cases_dense(manifest: Mapping[str, str], load_seg: Callable[[str], np.ndarray], ignore_label: int | None,
+                           cases: Iterable[str] | None = None) -> None:
+    """A ``"full"`` case must contain no ignore voxel. ``load_seg(case)`` returns its (preprocessed) label array."""
+    if ignore_label is None:
+        return
+    cases = [str(c) for c in (cases if cases is not None else manifest)]
+    for case in cases:
+        if manifest[case] != "full":
+            continue
+        n_ignore = int(np.count_nonzero(np.asarray(load_seg(case)) == ignore_label))
+        if n_ignore:
+            raise ConfKDInputError(f'case {case} is marked "full" but its label has {n_ignore} ignore voxel(s) '
+                                   f"(value {ignore_label}). Mark it \"weak\" in dataset.json, or give it a dense "
+                                   "label.")

@@ -1,0 +1,59 @@
+"""Console scripts. ``confkd_train`` and ``confkd_predict`` are nnU-Net's own entry points with the package's trainer
+folder appended to ``nnUNet_extTrainer``, so no manual export is needed; ``confkd_predict_head`` predicts with a chosen
+head of a ConfKD checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import nnunetv2_confkd
+
+
+def with_ext_trainers(environ: dict | None = None) -> dict:
+    """``environ`` (default: ``os.environ``) with ``EXT_TRAINER_DIR`` appended to ``nnUNet_extTrainer``."""
+    environ = os.environ if environ is None else environ
+    current = [p for p in environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    if nnunetv2_confkd.EXT_TRAINER_DIR not in current:
+        current.append(nnunetv2_confkd.EXT_TRAINER_DIR)
+    environ["nnUNet_extTrainer"] = os.pathsep.join(current)
+    return environ
+
+
+def print_ext_trainer_dir() -> None:
+    print(nnunetv2_confkd.EXT_TRAINER_DIR)
+
+
+def train_main() -> None:
+    with_ext_trainers()
+    from nnunetv2.run.run_training import run_training_entry
+
+    run_training_entry()
+
+
+def predict_main() -> None:
+    with_ext_trainers()
+    from nnunetv2.inference.predict_from_raw_data import predict_entry_point
+
+    predict_entry_point()
+
+
+def predict_head_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Predict a folder with the student or teacher head of a ConfKD model")
+    parser.add_argument("-i", type=Path, required=True, help="input folder (nnU-Net raw layout, *_0000 files)")
+    parser.add_argument("-o", type=Path, required=True, help="output folder")
+    parser.add_argument("-m", type=Path, required=True,
+                        help="model folder, e.g. nnUNet_results/DatasetXXX/nnUNetTrainerConfKD__nnUNetPlans__2d")
+    parser.add_argument("-f", default="0", help="fold (default 0)")
+    parser.add_argument("--head", choices=("student", "teacher"), default="teacher")
+    parser.add_argument("-chk", default="checkpoint_final.pth")
+    parser.add_argument("-device", default="cuda", choices=("cuda", "cpu"))
+    args = parser.parse_args(argv)
+    with_ext_trainers()
+    import torch
+
+    from nnunetv2_confkd.heads import predict_folder_with_head
+
+    fold = args.f if args.f == "all" else int(args.f)
+    predict_folder_with_head(args.m, fold, args.head, args.i, args.o, args.chk, torch.device(args.device))

@@ -1,0 +1,156 @@
+"""The part of the trainers that is about mixed supervision rather than the ConfKD objective.
+
+:class:`MixedSupervisionMixin` (used by ``nnUNetTrainerConfKD`` and ``nnUNetTrainerStrongOnly``):
+
+* reads the ``"supervision"`` manifest and checks dataset, manifest and split before the data workers start;
+* composes every training batch with a fixed number of fully labeled cases per rank (``strong_fraction``), the one
+  place where the project changes nnU-Net's data loading (``get_dataloaders``, which mirrors nnunetv2 2.8.1 and
+  swaps ``nnUNetDataLoader`` for :class:`ComposedDataLoader`);
+* optionally keeps augmentation padding as *ignore* instead of background (``pad_seg_as_ignore``,
+  nnunet_notes.md §6.4): nnU-Net pads with -1 and then turns -1 into 0, which gives weak and unlabeled cases
+  spurious background labels at patch borders and rotated corners.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTransform
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from torch import distributed as dist
+
+from nnunetv2_confkd.checks import (
+    ConfKDInputError,
+    check_full_cases_dense,
+    check_ignore_label,
+    check_manifest,
+    check_split,
+)
+from nnunetv2_confkd.supervision import compose_batch, full_mask, strong_count
+
+
+class ComposedDataLoader(nnUNetDataLoader):
+    """``nnUNetDataLoader`` whose batches hold exactly ``n_strong`` fully labeled cases (drawn with replacement)."""
+
+    def __init__(self, *args, strong_keys, other_keys, n_strong: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.strong_keys = list(strong_keys)
+        self.other_keys = list(other_keys)
+        self.n_strong = n_strong
+
+    def get_indices(self):
+        return compose_batch(self.strong_keys, self.other_keys, self.batch_size, self.n_strong, np.random)
+
+
+def _with_ignore_padding(transforms, ignore_label):
+    """Point nnU-Net's ``RemoveLabelTransform(-1, 0)`` at the ignore label, so padding stays unannotated."""
+    if ignore_label is None:
+        return transforms
+    for t in transforms.transforms:
+        if isinstance(t, RemoveLabelTransform) and t.label_value == -1:
+            t.set_to = ignore_label
+    return transforms
+
+
+class MixedSupervisionMixin:
+    """Manifest checks and composed batches; see the module docstring. Mix in before ``nnUNetTrainer``."""
+
+    strong_fraction: float = 0.5
+    pad_seg_as_ignore: bool = False
+
+    def _read_and_check_supervision(self) -> None:
+        tr_keys, val_keys = self.do_split()
+        source = "dataset.json of " + str(self.plans_manager.dataset_name)
+        self.supervision = check_manifest(self.dataset_json, set(tr_keys) | set(val_keys), source)
+        check_ignore_label(self.supervision, self.label_manager.ignore_label, source)
+        check_split(self.supervision, tr_keys, val_keys, f"the split of fold {self.fold}")
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, list(set(tr_keys) | set(val_keys)))
+
+        def load_seg(case):
+            return np.asarray(dataset.load_case(case)[1][:])
+
+        check_full_cases_dense(self.supervision, load_seg, self.label_manager.ignore_label)
+        self.print_to_log_file(
+            "Supervision manifest: " + ", ".join(
+                f"{level} {sum(self.supervision[k] == level for k in tr_keys)}" for level in ("full", "weak",
+                                                                                              "unlabeled"))
+            + f" training cases; {len(val_keys)} validation cases (all full)")
+
+    def _is_full(self, keys) -> np.ndarray:
+        try:
+            return full_mask(keys, self.supervision)
+        except KeyError as e:
+            raise ConfKDInputError(f"batch case {e} has no supervision level in dataset.json") from None
+
+    def _strong_per_rank(self) -> int:
+        world = dist.get_world_size() if self.is_ddp else 1
+        return strong_count(self.configuration_manager.batch_size, world, self.strong_fraction)
+
+    def get_training_transforms(self, *args, **kwargs):  # noqa: D102 - nnU-Net calls it as self.get_training_transforms
+        transforms = super().get_training_transforms(*args, **kwargs)
+        if self.pad_seg_as_ignore:
+            transforms = _with_ignore_padding(transforms, kwargs.get("ignore_label"))
+        return transforms
+
+    def get_dataloaders(self):
+        """nnunetv2 2.8.1 ``nnUNetTrainer.get_dataloaders`` with :class:`ComposedDataLoader` for training."""
+        if self.dataset_class is None:
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        patch_size = self.configuration_manager.patch_size
+        ds_scales = self._get_deep_supervision_scales()
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        labels = self.label_manager
+        regions = labels.foreground_regions if labels.has_regions else None
+        tr_transforms = self.get_training_transforms(
+            patch_size, rotation, ds_scales, mirror_axes, dummy_2d,
+            use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=self.is_cascaded,
+            foreground_labels=labels.foreground_labels, regions=regions, ignore_label=labels.ignore_label)
+        val_transforms = self.get_validation_transforms(
+            ds_scales, is_cascaded=self.is_cascaded, foreground_labels=labels.foreground_labels, regions=regions,
+            ignore_label=labels.ignore_label)
+        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        tr_keys = [str(k) for k in dataset_tr.identifiers]
+        common = dict(oversample_foreground_percent=self.oversample_foreground_percent, sampling_probabilities=None,
+                      pad_sides=None, probabilistic_oversampling=self.probabilistic_oversampling)
+        dl_tr = ComposedDataLoader(
+            dataset_tr, self.batch_size, initial_patch_size, patch_size, labels, transforms=tr_transforms,
+            strong_keys=[k for k in tr_keys if self.supervision[k] == "full"],
+            other_keys=[k for k in tr_keys if self.supervision[k] != "full"],
+            n_strong=self._strong_per_rank(), **common)
+        dl_val = nnUNetDataLoader(dataset_val, self.batch_size, patch_size, patch_size, labels,
+                                  transforms=val_transforms, **common)
+        n_proc = get_allowed_n_proc_DA()
+        if n_proc == 0:
+            mt_train, mt_val = SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
+        else:
+            pin = self.device.type == "cuda"
+            mt_train = NonDetMultiThreadedAugmenter(dl_tr, None, n_proc, max(6, n_proc // 2), None, pin, 0.002)
+            mt_val = NonDetMultiThreadedAugmenter(dl_val, None, max(1, n_proc // 2), max(3, n_proc // 4), None, pin,
+                                                  0.002)
+        _ = next(mt_train)
+        _ = next(mt_val)
+        return mt_train, mt_val
+
+
+def quiet_no_annotation_warning() -> None:
+    """All-ignore (unlabeled) cases make nnU-Net's loader warn on every draw; the warning is expected here."""
+    warnings.filterwarnings("ignore", message="Warning! No annotated pixels in image!")
+
+
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The bare module under DDP and ``torch.compile`` wrappers."""
+    from torch._dynamo import OptimizedModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(network, DistributedDataParallel):
+        network = network.module
+    if isinstance(network, OptimizedModule):
+        network = network._orig_mod
+    return network

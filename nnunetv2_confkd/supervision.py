@@ -1,0 +1,63 @@
+"""Per-case supervision levels (the manifest in ``dataset.json``) and batch composition (method.md §3.3, §4.1).
+
+The manifest is data: ``dataset.json["supervision"]`` maps every training case identifier to ``"full"``, ``"weak"`` or
+``"unlabeled"``; an optional ``dataset.json["weak_label"]`` records how weak labels were made. Converters write it,
+trainers only read it and look cases up through ``batch["keys"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+MANIFEST_KEY = "supervision"
+WEAK_LABEL_KEY = "weak_label"
+LEVELS = ("full", "weak", "unlabeled")
+
+
+def manifest_of(dataset_json: Mapping) -> dict[str, str]:
+    """The ``"supervision"`` mapping of a ``dataset.json`` dict as ``{case: level}`` (unchecked; see
+    :func:`nnunetv2_confkd.checks.check_manifest`)."""
+    return {str(k): str(v) for k, v in dict(dataset_json.get(MANIFEST_KEY) or {}).items()}
+
+
+def full_mask(keys: Iterable, manifest: Mapping[str, str]) -> np.ndarray:
+    """``(B,)`` bool array, True where ``batch["keys"]`` names a fully labeled case."""
+    return np.array([manifest[str(k)] == "full" for k in keys], dtype=bool)
+
+
+def strong_count(global_batch_size: int, world_size: int, strong_fraction: float) -> int:
+    """Number of fully labeled cases in every per-rank batch.
+
+    nnU-Net splits the global batch over ranks (5 on 2 ranks gives 3 + 2). The count is computed from the smallest
+    per-rank batch, so that every rank holds the same number of strong cases: the teacher's Dice with ``batch_dice``
+    all-gathers per-case sums and needs equal shapes on every rank (nnunet_notes.md §8).
+
+    Example:
+        >>> strong_count(16, 1, 0.5), strong_count(5, 2, 0.5), strong_count(2, 1, 0.1)
+        (8, 1, 1)
+    """
+    if not 0.0 < strong_fraction <= 1.0:
+        raise ValueError(f"strong_fraction must lie in (0, 1], got {strong_fraction}")
+    smallest = global_batch_size // world_size
+    if smallest < 1:
+        raise ValueError(f"batch size {global_batch_size} is smaller than the number of ranks {world_size}")
+    return min(smallest, max(1, int(round(strong_fraction * smallest))))
+
+
+def compose_batch(strong_keys: Sequence[str], other_keys: Sequence[str], batch_size: int, n_strong: int,
+                  rng: np.random.Generator | np.random.RandomState) -> np.ndarray:
+    """Draw ``n_strong`` fully labeled and ``batch_size - n_strong`` other cases (with replacement), then shuffle.
+
+    The shuffle matters: nnU-Net's loader oversamples foreground on the last third of batch *positions*. Without other
+    cases (a strong-only baseline, or a dataset that is all full) the whole batch comes from ``strong_keys``.
+    """
+    if len(strong_keys) == 0:
+        raise ValueError("cannot compose a batch without fully labeled cases")
+    n_strong = batch_size if len(other_keys) == 0 else n_strong
+    keys = list(rng.choice(np.asarray(strong_keys), n_strong, replace=True))
+    if batch_size > n_strong:
+        keys += list(rng.choice(np.asarray(other_keys), batch_size - n_strong, replace=True))
+    order = rng.permutation(batch_size)
+    return np.asarray(keys)[order]

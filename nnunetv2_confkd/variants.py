@@ -1,0 +1,96 @@
+"""Trainer variants: each changes one or two class attributes (method.md §7). The class name is stored in every
+checkpoint and results folder, so a run describes itself; never rename a class."""
+
+from __future__ import annotations
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunetv2_confkd.trainer import nnUNetTrainerConfKD, nnUNetTrainerStrongOnly
+
+
+class nnUNetTrainerConfKD_noEntropy(nnUNetTrainerConfKD):
+    """KL only."""
+    entropy_weight = 0.0
+
+
+class nnUNetTrainerConfKD_noKD(nnUNetTrainerConfKD):
+    """Entropy only."""
+    kd_weight = 0.0
+
+
+class nnUNetTrainerConfKD_decoupled(nnUNetTrainerConfKD):
+    """Two decoders on a shared encoder, no coupling term."""
+    kd_weight = entropy_weight = 0.0
+
+
+class nnUNetTrainerConfKD_pseudoMask(nnUNetTrainerConfKD):
+    """PM-self: the entropy term replaced by CE against the student's own argmax (method.md §6)."""
+    confidence_term = "pseudo_self"
+
+
+class nnUNetTrainerConfKD_pseudoMaskTeacher(nnUNetTrainerConfKD):
+    """PM-teacher: the entropy term replaced by CE against the teacher's argmax (the teacher runs on every case)."""
+    confidence_term = "pseudo_teacher"
+
+
+class nnUNetTrainerConfKD_teacherHead(nnUNetTrainerConfKD):
+    """Same training; ``eval()`` and therefore nnUNetv2_predict run the teacher decoder."""
+    inference_head = "teacher"
+
+
+class nnUNetTrainerConfKD_legacy(nnUNetTrainerConfKD):
+    """The released script's arithmetic and weights (method.md §2.3): double softmax, element-mean KLDivLoss giving
+    KL(student || teacher), entropy averaged over classes with strong cases counted three times, no stop-gradient,
+    derived seeds on strong cases, the two partial-CE parts normalised separately. Project choices kept: nnU-Net's
+    Dice + CE for L_s, augmentation, composed batches."""
+    legacy, detach_teacher, kd_direction, entropy_on = True, False, "student_teacher", "all"
+    weak_weight, kd_weight, entropy_weight, temperature, kd_alpha = 0.1, 20.0, 1.0, 2.0, 0.5
+    student_strong_labels = "derived_weak"
+
+
+class ScheduleMixin:
+    """Sets nnU-Net's parent-owned schedule values from class attributes (exact ``__init__`` signature)."""
+
+    schedule_epochs: int = 1000
+    schedule_iterations: int = 250
+    schedule_val_iterations: int = 50
+    schedule_save_every: int = 50
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = self.schedule_epochs
+        self.num_iterations_per_epoch = self.schedule_iterations
+        self.num_val_iterations_per_epoch = self.schedule_val_iterations
+        self.save_every = self.schedule_save_every
+
+
+class SmokeSchedule(ScheduleMixin):
+    """3 epochs of 6 iterations (2 validation iterations), a checkpoint every epoch: tests and smoke runs on CPU."""
+    schedule_epochs, schedule_iterations, schedule_val_iterations, schedule_save_every = 3, 6, 2, 1
+
+
+class DemoSchedule(ScheduleMixin):
+    """12 epochs of 25 iterations: the README demo on the synthetic dataset, a few minutes on 2 CPU cores."""
+    schedule_epochs, schedule_iterations, schedule_val_iterations, schedule_save_every = 12, 25, 4, 4
+
+
+class nnUNetTrainerConfKD_smoke(SmokeSchedule, nnUNetTrainerConfKD):
+    pass
+
+
+class nnUNetTrainerConfKD_demo(DemoSchedule, nnUNetTrainerConfKD):
+    pass
+
+
+class nnUNetTrainerStrongOnly_demo(DemoSchedule, nnUNetTrainerStrongOnly):
+    pass
+
+
+class nnUNetTrainerStrongOnly_smoke(SmokeSchedule, nnUNetTrainerStrongOnly):
+    pass
+
+
+class nnUNetTrainer_confkdDemo(DemoSchedule, nnUNetTrainer):
+    """Stock nnU-Net on the mixed dataset (nnU-Net + ignore label) with the demo schedule."""

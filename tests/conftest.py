@@ -1,0 +1,129 @@
+"""Shared fixtures and helpers of the test suite."""
+
+from __future__ import annotations
+
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+# ======================================================================================================================
+# Hand-written nnU-Net plans (no dataset planning): tiny PlainConvUNet 2D/3D and ResidualEncoderUNet 2D configurations.
+# `make_plans_manager(kind)` returns (PlansManager, ConfigurationManager) for kind in PLAN_KINDS.
+# ======================================================================================================================
+
+PLAN_KINDS = ("2d", "3d", "resenc")
+NUM_INPUT_CHANNELS = 1
+NUM_CLASSES = 4  # background + 3 foreground classes; the ignore label (4) gets no output channel
+IGNORE_LABEL = 4
+DATASET_JSON = {
+    "labels": {"background": 0, "a": 1, "b": 2, "c": 3, "ignore": 4},
+    "channel_names": {"0": "MRI"},
+    "file_ending": ".nii.gz",
+    "numTraining": 1,
+}
+# configuration name in the plans dict for each kind
+CONFIGURATION_NAMES = {"2d": "2d", "3d": "3d_fullres", "resenc": "2d_resenc"}
+DEFAULT_FEATURES = (8, 16, 32, 64)
+# non-square patches: they catch axis mix-ups
+DEFAULT_PATCH_SIZES = {"2d": (32, 48), "3d": (8, 32, 48), "resenc": (32, 48)}
+
+_IMPORTS = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+
+
+def _common_arch_kwargs(dim: int, features) -> dict:
+    return {
+        "n_stages": len(features),
+        "features_per_stage": list(features),
+        "conv_op": f"torch.nn.modules.conv.Conv{dim}d",
+        "conv_bias": True,
+        "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dim}d",
+        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+        "dropout_op": None,
+        "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU",
+        "nonlin_kwargs": {"inplace": True},
+    }
+
+
+def _configuration(kind: str, features, patch_size) -> dict:
+    n = len(features)
+    if kind == "3d":
+        dim = 3
+        kernels = [[1, 3, 3]] + [[3, 3, 3]] * (n - 1)
+        strides = [[1, 1, 1]] + [[1, 2, 2]] * (n - 2) + [[2, 2, 2]]
+    else:
+        dim = 2
+        kernels = [[3, 3]] * n
+        strides = [[1, 1]] + [[2, 2]] * (n - 1)
+    arch_kwargs = _common_arch_kwargs(dim, features)
+    arch_kwargs.update({"kernel_sizes": kernels, "strides": strides, "n_conv_per_stage_decoder": [2] * (n - 1)})
+    if kind == "resenc":
+        class_name = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+        arch_kwargs["n_blocks_per_stage"] = [1] + [2] * (n - 1)
+    else:
+        class_name = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+        arch_kwargs["n_conv_per_stage"] = [2] * n
+    patch_size = list(patch_size)
+    return {
+        "data_identifier": f"nnUNetPlans_{CONFIGURATION_NAMES[kind]}",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": 4,
+        "patch_size": patch_size,
+        "median_image_size_in_voxels": [float(p) for p in patch_size],
+        "spacing": [1.0, 1.5, 1.5][-dim:],
+        "normalization_schemes": ["ZScoreNormalization"],
+        "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "architecture": {"network_class_name": class_name, "arch_kwargs": arch_kwargs,
+                         "_kw_requires_import": list(_IMPORTS)},
+        "batch_dice": True,
+    }
+
+
+def make_plans_dict(features=DEFAULT_FEATURES, patch_sizes: dict | None = None) -> dict:
+    """A full nnU-Net plans dict holding the three configurations of :data:`CONFIGURATION_NAMES`.
+
+    ``features`` sets ``features_per_stage`` (and thereby ``n_stages``) of every configuration; ``patch_sizes`` maps
+    a kind to its patch size (defaults: :data:`DEFAULT_PATCH_SIZES`).
+    """
+    patch_sizes = {**DEFAULT_PATCH_SIZES, **(patch_sizes or {})}
+    return {
+        "dataset_name": "Dataset999_X",
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": [1.0, 1.5, 1.5],
+        "original_median_shape_after_transp": [8, 64, 64],
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {name: _configuration(kind, features, patch_sizes[kind])
+                           for kind, name in CONFIGURATION_NAMES.items()},
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {
+            "0": {"max": 1, "mean": 0, "median": 0, "min": 0, "percentile_00_5": 0, "percentile_99_5": 1, "std": 1}},
+    }
+
+
+def make_plans_manager(kind: str, features=DEFAULT_FEATURES,
+                       patch_size=None) -> tuple[PlansManager, ConfigurationManager]:
+    """``(plans_manager, configuration_manager)`` of a tiny hand-written configuration.
+
+    Args:
+        kind: ``"2d"`` (PlainConvUNet), ``"3d"`` (PlainConvUNet, anisotropic first stage) or ``"resenc"``
+            (ResidualEncoderUNet, 2D).
+        features: ``features_per_stage``; its length is the number of stages.
+        patch_size: overrides the kind's default patch size.
+    """
+    if kind not in PLAN_KINDS:
+        raise ValueError(f"kind must be one of {PLAN_KINDS}, got {kind!r}")
+    plans = make_plans_dict(features, {kind: patch_size} if patch_size is not None else None)
+    plans_manager = PlansManager(plans)
+    return plans_manager, plans_manager.get_configuration(CONFIGURATION_NAMES[kind])
+
+
+# ======================================================================================================================
+# end of the plans section
+# ======================================================================================================================
