@@ -6,6 +6,8 @@
 * composes every training batch with a fixed number of fully labeled cases per rank (``strong_fraction``), the one
   place where the project changes nnU-Net's data loading (``get_dataloaders``, which mirrors nnunetv2 2.8.1 and
   swaps ``nnUNetDataLoader`` for :class:`ComposedDataLoader`);
+* writes checkpoints atomically (temporary name, then ``os.replace``), so a kill during saving leaves the previous
+  checkpoint loadable;
 * optionally keeps augmentation padding as *ignore* instead of background (``pad_seg_as_ignore``,
   nnunet_notes.md §6.4): nnU-Net pads with -1 and then turns -1 into 0, which gives weak and unlabeled cases
   spurious background labels at patch borders and rotated corners.
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -81,6 +84,12 @@ class MixedSupervisionMixin:
                 f"{level} {sum(self.supervision[k] == level for k in tr_keys)}" for level in ("full", "weak",
                                                                                               "unlabeled"))
             + f" training cases; {len(val_keys)} validation cases (all full)")
+
+    def save_checkpoint(self, filename: str) -> None:
+        tmp = f"{filename}.tmp"
+        super().save_checkpoint(tmp)
+        if self.local_rank == 0 and os.path.isfile(tmp):  # rank 0 writes; nothing is written if disabled
+            os.replace(tmp, filename)
 
     def _is_full(self, keys) -> np.ndarray:
         try:

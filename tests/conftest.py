@@ -127,3 +127,76 @@ def make_plans_manager(kind: str, features=DEFAULT_FEATURES,
 # ======================================================================================================================
 # end of the plans section
 # ======================================================================================================================
+
+
+# ======================================================================================================================
+# A planned and preprocessed synthetic mixed-label dataset (session scope) and nnU-Net's path variables for it.
+# ======================================================================================================================
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SYNTHETIC_ID = 990
+SYNTHETIC_NAME = "Dataset990_ConfKDSynthetic"
+
+
+@dataclass
+class PlannedDataset:
+    root: Path
+    env: dict
+
+    @property
+    def raw(self) -> Path:
+        return Path(self.env["nnUNet_raw"]) / SYNTHETIC_NAME
+
+    @property
+    def preprocessed(self) -> Path:
+        return Path(self.env["nnUNet_preprocessed"]) / SYNTHETIC_NAME
+
+    @property
+    def results(self) -> Path:
+        return Path(self.env["nnUNet_results"]) / SYNTHETIC_NAME
+
+    def run(self, *cmd: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run a console script with this dataset's environment; fail the test with its output's tail."""
+        proc = subprocess.run(list(cmd), env=self.env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+
+def nnunet_env(root: Path) -> dict:
+    from nnunetv2_confkd.cli import with_ext_trainers
+
+    env = dict(os.environ)
+    env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
+               nnUNet_results=str(root / "results"), nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1", nnUNet_compile="f")
+    env.pop("nnUNet_extTrainer", None)
+    return with_ext_trainers(env)
+
+
+@pytest.fixture(scope="session")
+def planned_dataset(tmp_path_factory) -> PlannedDataset:
+    """The synthetic dataset, planned and preprocessed for 2d and 3d_fullres with nnU-Net's own console script."""
+    from nnunetv2_confkd.synthetic import SyntheticSpec, make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("nnunet")
+    ds = PlannedDataset(root, nnunet_env(root))
+    make_synthetic_dataset(Path(ds.env["nnUNet_raw"]), SYNTHETIC_ID, SyntheticSpec(),
+                           Path(ds.env["nnUNet_preprocessed"]))
+    ds.run("nnUNetv2_plan_and_preprocess", "-d", str(SYNTHETIC_ID), "-c", "2d", "3d_fullres", "-np", "1", "-npfp", "1",
+           "--verify_dataset_integrity")
+    return ds
+
+
+@pytest.fixture
+def nnunet_paths(planned_dataset, monkeypatch) -> PlannedDataset:
+    """Point this process's nnU-Net path variables at the planned dataset (nnU-Net reads them lazily since 2.8)."""
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.setenv(var, planned_dataset.env[var])
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    return planned_dataset
