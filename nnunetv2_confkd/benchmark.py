@@ -19,7 +19,7 @@ Protocol:
    name, including the package's trainers through ``nnUNet_extTrainer``; plans json with
    ``plans["continue_training"] = False``; ``dataset.json``; fold 0), optionally with the plans' batch size and patch
    size overridden. Threads as ``nnUNetv2_train`` sets them (CPU: all cores; CUDA: one) unless ``--threads``.
-   ``nnUNet_n_proc_DA=0``, so the loaders are ``SingleThreadedAugmenter``\\ s and no augmentation worker runs beside
+   ``nnUNet_n_proc_DA=0``, so both loaders are a ``SingleThreadedAugmenter`` and no augmentation worker runs beside
    the timed steps.
    Seeds ``random``/``numpy``/``torch``, calls ``trainer.on_train_start()`` (initialize and data loaders), pre-fetches
    ``warmup + steps`` batches from ``trainer.dataloader_train`` (not timed), calls ``trainer.network.train()``, runs
@@ -188,7 +188,7 @@ def seed_everything(seed: int) -> None:
 def set_threads(device: str, threads: int | None = None) -> None:
     """Thread counts as ``nnUNetv2_train -device {cpu,cuda}`` sets them (``run_training_entry``): all cores on CPU,
     one on CUDA; ``threads`` overrides the intra-op count (``--threads``, e.g. on a machine shared with other jobs,
-    where busy-waiting OpenMP threads of an oversubscribed CPU inflate step times many-fold)."""
+    where the busy-waiting OpenMP threads of an oversubscribed CPU can inflate step times)."""
     import torch
 
     if device == "cpu":

@@ -47,24 +47,25 @@ _CHOICES = {
 
 @dataclass(frozen=True)
 class ConfKDConfig:
-    """The switches of method.md §2.4; the trainer fills them from its class attributes."""
+    """The switches of method.md §2.4, validated. No defaults here: the defaults are the class attributes of
+    ``nnUNetTrainerConfKD`` (one place), which ``nnUNetTrainerConfKD.confkd_config`` turns into this object."""
 
     ignore_label: int
-    weak_weight: float = 1.0
-    kd_weight: float = 1.0
-    entropy_weight: float = 0.1
-    temperature: float = 1.0
-    kd_alpha: float = 0.5
-    detach_teacher: bool = True
-    kd_direction: str = "teacher_student"
-    entropy_on: str = "all"
-    kd_on: str = "strong"
-    student_strong_labels: str = "full"
-    weak_loss: str = "ce"
-    confidence_term: str = "entropy"
-    pseudo_threshold: float = 0.0
-    seed_iterations: int = 10
-    legacy: bool = False
+    weak_weight: float
+    kd_weight: float
+    entropy_weight: float
+    temperature: float
+    kd_alpha: float
+    detach_teacher: bool
+    kd_direction: str
+    entropy_on: str
+    kd_on: str
+    student_strong_labels: str
+    weak_loss: str
+    confidence_term: str
+    pseudo_threshold: float
+    seed_iterations: int
+    legacy: bool
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():

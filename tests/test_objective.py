@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -25,6 +25,14 @@ from nnunetv2_confkd.weak_labels import erosion_seeds
 
 CLASSES = 3
 IGNORE = 3  # nnU-Net puts the ignore label right after the last class
+
+
+def make_config(**switches) -> ConfKDConfig:
+    """The trainer's defaults (the one place they live), with the student seeing the targets as given on strong cases
+    unless a test asks otherwise, so that direct computations below can use the raw targets."""
+    from nnunetv2_confkd.trainer import nnUNetTrainerConfKD
+
+    return replace(nnUNetTrainerConfKD.confkd_config(IGNORE), **{"student_strong_labels": "full", **switches})
 # highest resolution first, non-square, as nnU-Net's deep-supervision outputs
 SCALES = {"2d": [(16, 12), (8, 6), (4, 3)], "3d": [(4, 16, 12), (2, 8, 6), (1, 4, 3)]}
 DS_WEIGHTS = (0.571, 0.286, 0.143)
@@ -100,7 +108,7 @@ def _zero_loss(outputs, targets):
 
 
 def _confkd(supervised=None, weights=DS_WEIGHTS, **switches) -> ConfKDLoss:
-    config = ConfKDConfig(ignore_label=IGNORE, **switches)
+    config = make_config(**switches)
     return ConfKDLoss(supervised if supervised is not None else _dc_ce(weights),
                       DeepSupervisedPartialCE(IGNORE, weights), config)
 
@@ -130,24 +138,24 @@ def _ds_partial_ce(outputs, targets, weights=DS_WEIGHTS) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(_CHOICES))
 def test_config_rejects_unknown_switch_values(name):
     with pytest.raises(ValueError, match=name):
-        ConfKDConfig(ignore_label=IGNORE, **{name: "bogus"})
+        make_config(**{name: "bogus"})
 
 
 @pytest.mark.parametrize(("name", "allowed"), sorted(_CHOICES.items()))
 def test_config_accepts_every_documented_switch_value(name, allowed):
     for value in allowed:
-        assert getattr(ConfKDConfig(ignore_label=IGNORE, **{name: value}), name) == value
+        assert getattr(make_config(**{name: value}), name) == value
 
 
 @pytest.mark.parametrize(("name", "value"), [("weak_weight", -0.1), ("kd_weight", -1.0), ("entropy_weight", -1e-3),
                                              ("temperature", 0.0), ("temperature", -2.0)])
 def test_config_rejects_negative_weights_and_non_positive_temperature(name, value):
     with pytest.raises(ValueError, match=name):
-        ConfKDConfig(ignore_label=IGNORE, **{name: value})
+        make_config(**{name: value})
 
 
 def test_config_accepts_zero_weights():
-    config = ConfKDConfig(ignore_label=IGNORE, weak_weight=0.0, kd_weight=0.0, entropy_weight=0.0)
+    config = make_config(weak_weight=0.0, kd_weight=0.0, entropy_weight=0.0)
     assert (config.weak_weight, config.kd_weight, config.entropy_weight) == (0.0, 0.0, 0.0)
 
 
@@ -156,7 +164,7 @@ def test_config_accepts_zero_weights():
     ("all", "entropy", True), ("all", "pseudo_self", True),
 ])
 def test_config_teacher_on_all(kd_on, confidence_term, expected):
-    config = ConfKDConfig(ignore_label=IGNORE, kd_on=kd_on, confidence_term=confidence_term)
+    config = make_config(kd_on=kd_on, confidence_term=confidence_term)
     assert config.teacher_on_all is expected
 
 
@@ -215,7 +223,7 @@ def test_the_teacher_must_run_on_every_full_case():
 
 def _kd_only(**switches) -> ConfKDLoss:
     """Only ``kd_weight · L_kd`` carries gradient: L_s and L_w are graph-connected zeros, λ_w = λ_ent = 0."""
-    config = ConfKDConfig(ignore_label=IGNORE, weak_weight=0.0, entropy_weight=0.0, kd_weight=1.0, **switches)
+    config = make_config(weak_weight=0.0, entropy_weight=0.0, kd_weight=1.0, **switches)
     return ConfKDLoss(_zero_loss, _zero_loss, config)
 
 
@@ -251,7 +259,7 @@ def test_undetached_teacher_gets_kd_gradient(dim, direction, legacy):
 @pytest.mark.parametrize("confidence_term", ["pseudo_self", "pseudo_teacher"])
 def test_pseudo_mask_reference_is_detached(confidence_term):
     batch = _batch("2d", [True, False, True, False], teacher_all=True)
-    config = ConfKDConfig(ignore_label=IGNORE, weak_weight=0.0, kd_weight=0.0, entropy_weight=1.0,
+    config = make_config(weak_weight=0.0, kd_weight=0.0, entropy_weight=1.0,
                           confidence_term=confidence_term, detach_teacher=False)
     total, terms = _run(ConfKDLoss(_zero_loss, _zero_loss, config), batch)
     assert terms["ent"].item() > 0.0
