@@ -28,22 +28,23 @@ def full_mask(keys: Iterable, manifest: Mapping[str, str]) -> np.ndarray:
 
 
 def strong_count(global_batch_size: int, world_size: int, strong_fraction: float) -> int:
-    """Number of fully labeled cases in every per-rank batch.
+    """Number of fully labeled cases in every per-rank batch: ``strong_fraction`` of it, rounded down, at least one.
 
     nnU-Net splits the global batch over ranks (5 on 2 ranks gives 3 + 2). The count is computed from the smallest
     per-rank batch, so that every rank holds the same number of strong cases: the teacher's Dice with ``batch_dice``
     all-gathers per-case sums and needs equal shapes on every rank (nnunet_notes.md §8).
 
     Example:
-        >>> strong_count(16, 1, 0.5), strong_count(5, 2, 0.5), strong_count(2, 1, 0.1)
-        (8, 1, 1)
+        >>> strong_count(16, 1, 0.5), strong_count(7, 1, 0.5), strong_count(5, 2, 0.5), strong_count(2, 1, 0.1)
+        (8, 3, 1, 1)
     """
     if not 0.0 < strong_fraction <= 1.0:
         raise ValueError(f"strong_fraction must lie in (0, 1], got {strong_fraction}")
     smallest = global_batch_size // world_size
     if smallest < 1:
         raise ValueError(f"batch size {global_batch_size} is smaller than the number of ranks {world_size}")
-    return min(smallest, max(1, int(round(strong_fraction * smallest))))
+    # rounded down: "half" of an odd batch of 7 is 3, which keeps the teacher's extra cost at or below half a decoder
+    return min(smallest, max(1, int(strong_fraction * smallest + 1e-9)))
 
 
 def compose_batch(strong_keys: Sequence[str], other_keys: Sequence[str], batch_size: int, n_strong: int,

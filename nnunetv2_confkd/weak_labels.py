@@ -25,18 +25,19 @@ def _erode3x3(mask: Tensor) -> Tensor:
 
 
 def _seed_planes(planes: Tensor, iterations: int) -> Tensor:
-    """Seeds of a stack of binary planes ``(N, 1, H, W)`` with the per-plane fallback of the paper's script."""
-    present = planes.flatten(1).amax(1) > 0
-    chosen = planes.clone()  # planes whose every erosion vanishes keep their original mask
+    """Seeds of a stack of binary planes ``(N, 1, H, W)`` with the per-plane fallback of the paper's script.
+
+    Erosions are nested, so the seeds of a plane are its erosion by the largest ``k <= iterations`` that leaves
+    something, or the plane itself (``k = 0``) when even one erosion empties it.
+    """
     eroded = [planes]
     for _ in range(iterations):
         eroded.append(_erode3x3(eroded[-1]))
-    done = torch.zeros_like(present)
-    for k in range(iterations, 0, -1):
-        take = (~done) & present & (eroded[k].flatten(1).amax(1) > 0)
-        chosen[take] = eroded[k][take]
-        done |= take
-    return chosen
+    stack = torch.stack(eroded)  # (iterations + 1, N, 1, H, W)
+    nonempty = stack.flatten(2).amax(2) > 0
+    steps = torch.arange(iterations + 1, device=planes.device).view(-1, 1)
+    best = torch.where(nonempty, steps, torch.zeros_like(steps)).amax(0)
+    return stack[best, torch.arange(planes.shape[0], device=planes.device)]
 
 
 def erosion_seeds(
@@ -61,7 +62,11 @@ def erosion_seeds(
     planes = labels.reshape(-1, 1, height, width)
     out = torch.full_like(planes, ignore_label)
     classes = [int(c) for c in torch.unique(planes) if int(c) != ignore_label and (include_background or int(c) != 0)]
-    for c in classes:
-        seeds = _seed_planes((planes == c).float(), iterations) > 0
-        out[seeds] = c
+    if not classes:
+        return out.reshape(labels.shape)
+    # all structures at once: their masks are disjoint, so are their seeds
+    masks = torch.cat([(planes == c).float() for c in classes])
+    seeds = (_seed_planes(masks, iterations) > 0).reshape(len(classes), *planes.shape)
+    for c, seed in zip(classes, seeds, strict=True):
+        out[seed] = c
     return out.reshape(labels.shape)

@@ -84,7 +84,7 @@ def test_fold_all_is_refused_because_it_validates_on_weak_cases(nnunet_paths):
         trainer.initialize()
 
 
-@pytest.mark.parametrize(("cls", "expected_strong"), [(trainers.nnUNetTrainerConfKD_smoke, 4),
+@pytest.mark.parametrize(("cls", "expected_strong"), [(trainers.nnUNetTrainerConfKD_smoke, 3),
                                                       (trainers.nnUNetTrainerStrongOnly_smoke, 7)])
 def test_training_batches_hold_a_fixed_number_of_full_cases(nnunet_paths, cls, expected_strong):
     trainer = make_trainer(nnunet_paths, cls)
