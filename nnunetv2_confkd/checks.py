@@ -94,3 +94,39 @@ def check_full_cases_dense(manifest: Mapping[str, str], load_seg: Callable[[str]
             raise ConfKDInputError(f'case {case} is marked "full" but its label has {n_ignore} ignore voxel(s) '
                                    f"(value {ignore_label}). Mark it \"weak\" in dataset.json, or give it a dense "
                                    "label.")
+
+
+def read_checkpoint(filename: str) -> dict:
+    """``torch.load`` a training checkpoint; a truncated or corrupt file raises ConfKDInputError naming it."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise ConfKDInputError(f"checkpoint {filename} does not exist") from None
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise ConfKDInputError(f"checkpoint {filename} is truncated or corrupt ({type(e).__name__}: {e}). Resume "
+                               "from another checkpoint of the fold (checkpoint_best.pth or checkpoint_latest.pth) "
+                               "or retrain.") from None
+    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
+        raise ConfKDInputError(f"{filename} is not an nnU-Net training checkpoint (no 'network_weights')")
+    return checkpoint
+
+
+def check_checkpoint_keys(checkpoint: Mapping, expected_keys: Iterable[str], filename: str, trainer: str) -> None:
+    """The checkpoint's network must match the trainer's, head for head (a stock nnU-Net checkpoint has one decoder,
+    a ConfKD checkpoint two)."""
+    found = {k[7:] if k.startswith("module.") else k for k in checkpoint["network_weights"]}
+    expected = set(expected_keys)
+    if found == expected:
+        return
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    heads = sorted({k.split(".")[0] for k in missing + unexpected})
+    raise ConfKDInputError(
+        f"checkpoint {filename} (written by {checkpoint.get('trainer_name', 'an unknown trainer')}) does not fit "
+        f"{trainer}: {len(missing)} missing and {len(unexpected)} unexpected weights, in {heads} (e.g. missing "
+        f"{missing[:2]}, unexpected {unexpected[:2]}). Resume with the trainer that wrote it (-tr), or start a new "
+        "run.")

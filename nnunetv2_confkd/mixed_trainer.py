@@ -28,12 +28,15 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from torch import distributed as dist
 
+from nnunetv2_confkd.annotations import check_annotations
 from nnunetv2_confkd.checks import (
     ConfKDInputError,
+    check_checkpoint_keys,
     check_full_cases_dense,
     check_ignore_label,
     check_manifest,
     check_split,
+    read_checkpoint,
 )
 from nnunetv2_confkd.supervision import compose_batch, full_mask, strong_count
 
@@ -79,11 +82,37 @@ class MixedSupervisionMixin:
             return np.asarray(dataset.load_case(case)[1][:])
 
         check_full_cases_dense(self.supervision, load_seg, self.label_manager.ignore_label)
+        self._report_annotation_survival(dataset, tr_keys)
         self.print_to_log_file(
             "Supervision manifest: " + ", ".join(
                 f"{level} {sum(self.supervision[k] == level for k in tr_keys)}" for level in ("full", "weak",
                                                                                               "unlabeled"))
             + f" training cases; {len(val_keys)} validation cases (all full)")
+
+    def _report_annotation_survival(self, dataset, cases) -> None:
+        """Warn (log file and ``warnings``) about weak cases whose annotation thinned out in preprocessing."""
+        def load(case):
+            _, seg, _, properties = dataset.load_case(case)
+            return np.asarray(seg[:]), properties
+
+        findings = check_annotations(self.dataset_json, load, cases)
+        if findings:
+            message = (f"{len(findings)} weak case/class pair(s) lost most of their annotation in preprocessing "
+                       "(thin scribbles vanish when resampled; consider thicker strokes or a finer target spacing): "
+                       + "; ".join(str(f) for f in findings[:10]) + (" ..." if len(findings) > 10 else ""))
+            self.print_to_log_file("WARNING: " + message)
+            warnings.warn(message, stacklevel=2)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """Refuse truncated, foreign or incomplete checkpoints with a clear error before nnU-Net's strict load."""
+        if not isinstance(filename_or_checkpoint, str):  # nnunetv2 2.8.1 cannot load a dict (UnboundLocalError)
+            raise ConfKDInputError("load_checkpoint needs a file name")
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = read_checkpoint(filename_or_checkpoint)
+        check_checkpoint_keys(checkpoint, unwrap(self.network).state_dict().keys(), filename_or_checkpoint,
+                              self.__class__.__name__)
+        super().load_checkpoint(filename_or_checkpoint)
 
     def save_checkpoint(self, filename: str) -> None:
         tmp = f"{filename}.tmp"

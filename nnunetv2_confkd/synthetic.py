@@ -3,30 +3,24 @@
 Each case is a short stack of MRI-like slices (anisotropic spacing, like cine cardiac MRI) with three structures:
 a ring ("wall", 1) around a disc ("cavity", 2), and a separate blob ("side", 3). Intensities differ per structure,
 with noise and a smooth bias field. Training cases are full (dense labels), weak (the paper's erosion seeds, every
-other voxel ignore) or unlabeled (all ignore); held-out cases go to ``imagesTs``/``labelsTs`` with dense labels.
-The dataset is written to a temporary folder and renamed, and never overwrites an existing dataset.
+other voxel ignore) or unlabeled (all ignore), chosen at random with the seed; held-out cases go to
+``imagesTs``/``labelsTs`` with dense labels. Writing goes through the converters' machinery (temporary folder and
+rename, manifest, weak-label record, ``splits_final.json``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-from nnunetv2_confkd.supervision import MANIFEST_KEY, WEAK_LABEL_KEY
-from nnunetv2_confkd.weak_labels import erosion_seeds
+from nnunetv2_confkd.conversion import Budget, CaseData, DatasetSpec, SourceCase, write_mixed_dataset
 
 LABELS = {"background": 0, "wall": 1, "cavity": 2, "side": 3, "ignore": 4}
-IGNORE = LABELS["ignore"]
 SPACING = (5.0, 1.5, 1.5)  # (z, y, x) in mm
 
 
@@ -34,7 +28,7 @@ SPACING = (5.0, 1.5, 1.5)  # (z, y, x) in mm
 class SyntheticSpec:
     """Sizes of the synthetic dataset."""
 
-    n_full: int = 6
+    n_full: int = 4
     n_weak: int = 14
     n_unlabeled: int = 4
     n_test: int = 6
@@ -64,76 +58,34 @@ def make_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np
     return (image * 1000).astype(np.float32), label
 
 
-def weak_from_dense(label: np.ndarray, iterations: int) -> np.ndarray:
-    """Erosion seeds (per slice and structure, the paper's strategy) with every other voxel set to ignore."""
-    seeds = erosion_seeds(torch.from_numpy(label.astype(np.int16))[None, None], IGNORE, iterations)
-    return seeds[0, 0].numpy().astype(np.uint8)
+def _source_case(case_id: str, image: np.ndarray, dense: np.ndarray) -> SourceCase:
+    def read() -> CaseData:
+        images = [sitk.GetImageFromArray(image)]
+        label = sitk.GetImageFromArray(dense)
+        for img in images + [label]:
+            img.SetSpacing(tuple(float(s) for s in SPACING[::-1]))  # SimpleITK spacing is (x, y, z)
+        return CaseData(images, label)
 
-
-def _write(array: np.ndarray, path: Path) -> None:
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing(tuple(float(s) for s in SPACING[::-1]))  # SimpleITK spacing is (x, y, z)
-    sitk.WriteImage(img, str(path), useCompression=True)
-
-
-def write_splits(preprocessed_dataset_dir: Path, full_cases: list[str], other_cases: list[str], n_folds: int = 5,
-                 n_val: int = 2) -> Path:
-    """5 folds whose validation parts hold only full cases (``n_val`` each); everything else trains."""
-    preprocessed_dataset_dir.mkdir(parents=True, exist_ok=True)
-    splits = []
-    for fold in range(n_folds):
-        val = [full_cases[(fold * n_val + i) % len(full_cases)] for i in range(n_val)]
-        train = [c for c in full_cases if c not in val] + list(other_cases)
-        splits.append({"train": sorted(train), "val": sorted(val)})
-    path = preprocessed_dataset_dir / "splits_final.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(splits, indent=2))
-    os.replace(tmp, path)
-    return path
+    return SourceCase(case_id, case_id, read, origin=f"synthetic case {case_id}")
 
 
 def make_synthetic_dataset(raw_root: Path, dataset_id: int = 990, spec: SyntheticSpec = SyntheticSpec(),
-                           preprocessed_root: Path | None = None, name: str = "ConfKDSynthetic") -> Path:
-    """Write ``DatasetNNN_<name>`` under ``raw_root`` and, if given, its ``splits_final.json`` under
-    ``preprocessed_root``. Returns the dataset folder. Refuses to overwrite an existing dataset folder."""
-    out = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
-    if out.exists():
-        raise FileExistsError(f"{out} exists; remove it or choose another dataset id")
+                           preprocessed_root: Path | None = None, name: str = "ConfKDSynthetic",
+                           overwrite: bool = False) -> Path:
+    """Write ``DatasetNNN_<name>`` under ``raw_root`` with the project's converter machinery
+    (:func:`nnunetv2_confkd.conversion.write_mixed_dataset`: manifest, weak-label record, splits). Returns the dataset
+    folder. Refuses to overwrite an existing dataset unless ``overwrite``."""
     rng = np.random.default_rng(spec.seed)
-    Path(raw_root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=raw_root))
-    try:
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-            (tmp / sub).mkdir()
-        levels = ["full"] * spec.n_full + ["weak"] * spec.n_weak + ["unlabeled"] * spec.n_unlabeled
-        manifest = {}
-        for i, level in enumerate(levels):
-            case = f"case_{i:03d}"
-            image, dense = make_case(rng, spec.shape)
-            label = dense if level == "full" else (
-                weak_from_dense(dense, spec.seed_iterations) if level == "weak" else np.full_like(dense, IGNORE))
-            _write(image, tmp / "imagesTr" / f"{case}_0000.nii.gz")
-            _write(label, tmp / "labelsTr" / f"{case}.nii.gz")
-            manifest[case] = level
-        for i in range(spec.n_test):
-            image, dense = make_case(rng, spec.shape)
-            _write(image, tmp / "imagesTs" / f"test_{i:03d}_0000.nii.gz")
-            _write(dense, tmp / "labelsTs" / f"test_{i:03d}.nii.gz")
-        generate_dataset_json(
-            str(tmp), {0: "MRI"}, LABELS, len(levels), ".nii.gz", dataset_name=out.name,
-            description="Synthetic mixed-supervision dataset generated by nnunetv2_confkd.synthetic",
-            license="CC0 (generated)", converted_by="nnunetv2_confkd",
-            **{MANIFEST_KEY: manifest,
-               WEAK_LABEL_KEY: {"kind": "erosion", "iterations": spec.seed_iterations, "seed": spec.seed,
-                                "grid": list(spec.shape[1:]), "spacing": list(SPACING)}})
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if preprocessed_root is not None:
-        full = [c for c, v in manifest.items() if v == "full"]
-        write_splits(Path(preprocessed_root) / out.name, full, [c for c in manifest if c not in full])
-    return out
+    n_train = spec.n_full + spec.n_weak + spec.n_unlabeled
+    cases = [make_case(rng, spec.shape) for _ in range(n_train + spec.n_test)]
+    train = [_source_case(f"case_{i:03d}", *cases[i]) for i in range(n_train)]
+    test = [_source_case(f"test_{i:03d}", *cases[n_train + i]) for i in range(spec.n_test)]
+    dataset = DatasetSpec(dataset_id, name, {k: v for k, v in LABELS.items() if k != "ignore"}, {0: "MRI"},
+                          description="Synthetic mixed-supervision dataset generated by nnunetv2_confkd.synthetic",
+                          source="nnunetv2_confkd.synthetic", spacing_setting=SPACING)
+    budget = Budget(full=spec.n_full, weak="erosion", unlabeled=spec.n_unlabeled, seed=spec.seed,
+                    params={"iterations": spec.seed_iterations})
+    return write_mixed_dataset(train, test, dataset, budget, raw_root, preprocessed_root, overwrite)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -46,34 +46,43 @@ def test_initialize_builds_dual_network_and_reads_manifest(nnunet_paths):
     trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
     trainer.initialize()
     assert isinstance(trainer.network, DualDecoderUNet)
-    assert sum(v == "full" for v in trainer.supervision.values()) == 6
+    assert sum(v == "full" for v in trainer.supervision.values()) == 4
     assert trainer.confkd_loss.config.ignore_label == 4
 
 
-def _broken_dataset_json(ds, change):
-    dj = json.loads((ds.preprocessed / "dataset.json").read_text())
-    change(dj)
-    return dj
+def _first(dj, level):
+    return sorted(c for c, v in dj["supervision"].items() if v == level)[0]
 
 
-@pytest.mark.parametrize(
-    ("change", "match"),
-    [
-        (lambda dj: dj.pop("supervision"), "no \"supervision\" key"),
-        (lambda dj: dj["supervision"].pop("case_010"), "no level for case.*case_010"),
-        (lambda dj: dj["supervision"].update(case_010="partial"), "case_010 has level 'partial'"),
-        (lambda dj: dj["supervision"].update(case_999="weak"), "not in the dataset: case_999"),
-        # case_010 is weak: its label is mostly ignore, so declaring it full must be refused
-        (lambda dj: dj["supervision"].update(case_010="full"), "case_010 is marked \"full\" but its label has"),
-        # fold 0 validates on case_000 and case_001
-        (lambda dj: dj["supervision"].update(case_000="weak"), "validation case.*case_000.*not fully labeled"),
-        (lambda dj: dj["supervision"].update({f"case_{i:03d}": "weak" for i in range(2, 6)}),
-         "training split.*has no fully labeled case"),
-    ],
-)
-def test_bad_supervision_is_refused_before_training(nnunet_paths, change, match):
-    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke,
-                           dataset_json=_broken_dataset_json(nnunet_paths, change))
+def _set_all_full(dj, level):
+    dj["supervision"].update({c: level for c, v in list(dj["supervision"].items()) if v == "full"})
+
+
+# scenario -> (change the dataset.json dict, expected message given that dict before the change)
+SCENARIOS = {
+    "no manifest": (lambda dj: dj.pop("supervision"), lambda dj: "no \"supervision\" key"),
+    "missing case": (lambda dj: dj["supervision"].pop(_first(dj, "weak")),
+                     lambda dj: f"no level for case.*{_first(dj, 'weak')}"),
+    "unknown level": (lambda dj: dj["supervision"].update({_first(dj, "weak"): "partial"}),
+                      lambda dj: f"{_first(dj, 'weak')} has level 'partial'"),
+    "unknown case": (lambda dj: dj["supervision"].update(case_999="weak"), lambda dj: "not in the dataset: case_999"),
+    # a weak label is mostly ignore, so declaring it full must be refused
+    "weak declared full": (lambda dj: dj["supervision"].update({_first(dj, "weak"): "full"}),
+                           lambda dj: f"{_first(dj, 'weak')} is marked \"full\" but its label has"),
+    # fold 0 validates on the full cases
+    "weak validation case": (lambda dj: dj["supervision"].update({_first(dj, "full"): "weak"}),
+                             lambda dj: f"validation case.*{_first(dj, 'full')}.*not fully labeled"),
+    "no full training case": (lambda dj: _set_all_full(dj, "weak"), lambda dj: "training split.*has no fully labeled"),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_bad_supervision_is_refused_before_training(nnunet_paths, scenario):
+    change, message = SCENARIOS[scenario]
+    dataset_json = json.loads((nnunet_paths.preprocessed / "dataset.json").read_text())
+    match = message(dataset_json)
+    change(dataset_json)
+    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke, dataset_json=dataset_json)
     with pytest.raises(ConfKDInputError, match=match):
         trainer.initialize()
 
@@ -133,3 +142,67 @@ def test_non_finite_loss_stops_before_the_weights_change(nnunet_paths, monkeypat
     with pytest.raises(NonFiniteLossError, match="epoch 0, batch keys"):
         trainer.train_step(batch)
     assert all(torch.equal(before[k], v) for k, v in trainer.network.state_dict().items())
+
+
+def _saved(trainer, tmp_path, name="checkpoint.pth"):
+    path = str(tmp_path / name)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_checkpoint_writes_are_atomic(nnunet_paths, tmp_path, monkeypatch):
+    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
+    trainer.initialize()
+    path = _saved(trainer, tmp_path)
+    good = open(path, "rb").read()
+
+    def killed_while_saving(obj, filename):
+        with open(filename, "wb") as f:
+            f.write(good[: len(good) // 3])
+        raise KeyboardInterrupt  # the process dies half way through writing
+
+    monkeypatch.setattr(torch, "save", killed_while_saving)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(path)
+    assert open(path, "rb").read() == good  # the previous checkpoint is intact and loadable
+    monkeypatch.undo()
+    trainer.load_checkpoint(path)
+
+
+def test_truncated_checkpoint_is_refused_with_its_name(nnunet_paths, tmp_path):
+    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
+    trainer.initialize()
+    path = _saved(trainer, tmp_path)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(ConfKDInputError, match="checkpoint .*checkpoint.pth is truncated or corrupt"):
+        trainer.load_checkpoint(path)
+
+
+def test_stock_checkpoint_is_refused_by_confkd_and_a_missing_head_is_named(nnunet_paths, tmp_path):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    stock = make_trainer(nnunet_paths, nnUNetTrainer)
+    stock.initialize()
+    stock_path = _saved(stock, tmp_path, "stock.pth")
+    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
+    trainer.initialize()
+    with pytest.raises(ConfKDInputError, match="written by nnUNetTrainer.*student_decoder.*teacher_decoder"):
+        trainer.load_checkpoint(stock_path)
+    checkpoint = torch.load(_saved(trainer, tmp_path), weights_only=False)
+    checkpoint["network_weights"] = {k: v for k, v in checkpoint["network_weights"].items()
+                                     if not k.startswith("student_decoder.")}
+    torch.save(checkpoint, tmp_path / "no_student.pth")
+    with pytest.raises(ConfKDInputError, match="missing and 0 unexpected weights, in \\['student_decoder'\\]"):
+        trainer.load_checkpoint(str(tmp_path / "no_student.pth"))
+
+
+def test_confkd_checkpoint_is_refused_by_strong_only(nnunet_paths, tmp_path):
+    confkd = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
+    confkd.initialize()
+    path = _saved(confkd, tmp_path)
+    strong_only = make_trainer(nnunet_paths, trainers.nnUNetTrainerStrongOnly_smoke)
+    strong_only.initialize()
+    with pytest.raises(ConfKDInputError, match="written by nnUNetTrainerConfKD_smoke"):
+        strong_only.load_checkpoint(path)
