@@ -24,6 +24,27 @@ def _listing(names: Iterable[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def check_dataset_json(dataset_json, source: str = "dataset.json") -> None:
+    """The keys nnU-Net reads from ``dataset.json`` before our checks could run, with the types it expects."""
+    if not isinstance(dataset_json, Mapping):
+        raise ConfKDInputError(f"{source} must hold a JSON object, got {type(dataset_json).__name__}")
+    labels = dataset_json.get("labels")
+    if not isinstance(labels, Mapping) or not labels:
+        raise ConfKDInputError(f'{source} needs "labels": {{name: integer}} (e.g. {{"background": 0, "LV": 1, '
+                               f'"ignore": 2}}), got {labels!r}')
+    values = list(labels.values())
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ConfKDInputError(f'{source}: "labels" must map names to integers (region-based labels are not '
+                               f"supported by ConfKD), got {labels!r}")
+    if "ignore" in labels and labels["ignore"] != max(values):
+        raise ConfKDInputError(f'{source}: the "ignore" label ({labels["ignore"]}) must be the highest label value '
+                               f"({max(values)})")
+    if not isinstance(dataset_json.get("channel_names", dataset_json.get("modality")), Mapping):
+        raise ConfKDInputError(f'{source} needs "channel_names": {{"0": "MRI", ...}}')
+    if not isinstance(dataset_json.get("file_ending"), str):
+        raise ConfKDInputError(f'{source} needs "file_ending", e.g. ".nii.gz"')
+
+
 def check_manifest(dataset_json: Mapping, case_ids: Iterable[str], source: str = "dataset.json") -> dict[str, str]:
     """Validate the supervision manifest against the dataset's cases and return it as ``{case: level}``.
 
@@ -57,7 +78,7 @@ def check_manifest(dataset_json: Mapping, case_ids: Iterable[str], source: str =
 
 def check_ignore_label(manifest: Mapping[str, str], ignore_label: int | None, source: str = "dataset.json") -> None:
     """Weak and unlabeled cases need an ignore label declared in ``dataset.json``."""
-    partial = [k for k, v in manifest.items() if v != "full"]
+    partial = [str(k) for k, v in manifest.items() if v != "full"]
     if partial and ignore_label is None:
         raise ConfKDInputError(f'{source} declares no "ignore" label, but case(s) {_listing(partial)} are weak or '
                                'unlabeled. Add "ignore": <highest integer> to "labels" and mark every unannotated '
@@ -68,11 +89,11 @@ def check_split(manifest: Mapping[str, str], train_keys: Iterable[str], val_keys
                 split_source: str = "splits_final.json") -> None:
     """The training split needs a full case, and every validation case must be full (it is scored densely)."""
     train_keys, val_keys = [str(k) for k in train_keys], [str(k) for k in val_keys]
-    if not any(manifest[k] == "full" for k in train_keys):
+    if not any(manifest.get(k) == "full" for k in train_keys):
         raise ConfKDInputError(f"the training split of {split_source} has no fully labeled case "
                                f"({len(train_keys)} cases, all weak or unlabeled). Move at least one \"full\" case "
                                "into the training part of the fold.")
-    not_full = [k for k in val_keys if manifest[k] != "full"]
+    not_full = [k for k in val_keys if manifest.get(k) != "full"]
     if not_full:
         raise ConfKDInputError(f"validation case(s) {_listing(not_full)} of {split_source} are not fully labeled; "
                                "nnU-Net's validation would score them on their few labeled voxels. Write a "

@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -303,6 +304,7 @@ def write_mixed_dataset(train: Sequence[SourceCase], test: Sequence[SourceCase],
     test = sorted(test, key=lambda c: c.case_id)
     manifest = assign_levels(train, budget)
     Path(raw_root).mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(Path(raw_root), spec.folder_name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.folder_name}.", dir=raw_root))
     try:
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
@@ -311,6 +313,10 @@ def write_mixed_dataset(train: Sequence[SourceCase], test: Sequence[SourceCase],
         counts = {}
         for index, (case, level) in enumerate(tqdm(levels, desc=spec.folder_name, unit="case")):
             counted = _write_case(case, level, spec, budget, tmp, index, verify)
+            if level == "weak" and not any(counted["annotated"].values()):
+                manifest[case.case_id] = "unlabeled"  # the written label is all ignore: say so in the manifest
+                warnings.warn(f"case {case.case_id}: its simulated weak label has no annotated voxel (the dense "
+                              "label has no structure this simulator annotates); marked \"unlabeled\"", stacklevel=2)
             if level != TEST:
                 counts[case.case_id] = counted
         _write_dataset_json(tmp, spec, budget, manifest, counts)
@@ -324,6 +330,15 @@ def write_mixed_dataset(train: Sequence[SourceCase], test: Sequence[SourceCase],
         _atomic_json(splits, Path(preprocessed_root) / spec.folder_name / "splits_final.json")
     logger.info("wrote %s", out)
     return out
+
+
+def _remove_stale_temporaries(raw_root: Path, folder_name: str) -> None:
+    """Temporary folders of a conversion that was killed (SIGKILL leaves no chance to clean up) are removed by the next
+    conversion of the same dataset; they never hold a finished dataset."""
+    for stale in raw_root.glob(f".{folder_name}.*"):
+        if stale.is_dir():
+            logger.warning("removing %s, left by an interrupted conversion", stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:

@@ -32,6 +32,7 @@ from nnunetv2_confkd.annotations import check_annotations
 from nnunetv2_confkd.checks import (
     ConfKDInputError,
     check_checkpoint_keys,
+    check_dataset_json,
     check_full_cases_dense,
     check_ignore_label,
     check_manifest,
@@ -70,6 +71,13 @@ class MixedSupervisionMixin:
     strong_fraction: float = 0.5
     pad_seg_as_ignore: bool = False
 
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        # nnU-Net reads "labels" and friends in its own __init__: check them first, so that a broken dataset.json
+        # gives a clear error instead of a traceback from inside nnU-Net
+        check_dataset_json(dataset_json, "dataset.json (nnUNet_preprocessed copy)")
+        super().__init__(plans, configuration, fold, dataset_json, device)
+
     def _read_and_check_supervision(self) -> None:
         tr_keys, val_keys = self.do_split()
         source = "dataset.json of " + str(self.plans_manager.dataset_name)
@@ -82,24 +90,41 @@ class MixedSupervisionMixin:
             return np.asarray(dataset.load_case(case)[1][:])
 
         check_full_cases_dense(self.supervision, load_seg, self.label_manager.ignore_label)
-        self._report_annotation_survival(dataset, tr_keys)
+        self._check_weak_cases(dataset, tr_keys)
         self.print_to_log_file(
             "Supervision manifest: " + ", ".join(
                 f"{level} {sum(self.supervision[k] == level for k in tr_keys)}" for level in ("full", "weak",
                                                                                               "unlabeled"))
             + f" training cases; {len(val_keys)} validation cases (all full)")
 
-    def _report_annotation_survival(self, dataset, cases) -> None:
-        """Warn (log file and ``warnings``) about weak cases whose annotation thinned out in preprocessing."""
+    def _check_weak_cases(self, dataset, cases) -> None:
+        """Warn (log file and ``warnings``) about weak cases without any annotated voxel (trained as unlabeled ones)
+        and about weak cases whose annotation thinned out in preprocessing."""
+        weak = [k for k in cases if self.supervision[k] == "weak"]
+        ignore = self.label_manager.ignore_label
+        empty, seen = [], set()
+
         def load(case):
             _, seg, _, properties = dataset.load_case(case)
-            return np.asarray(seg[:]), properties
+            seg = np.asarray(seg[:])
+            seen.add(case)
+            if not np.any((seg >= 0) & (seg != ignore)):
+                empty.append(case)
+            return seg, properties
 
-        findings = check_annotations(self.dataset_json, load, cases)
+        findings = check_annotations(self.dataset_json, load, weak)
+        for case in set(weak) - seen:
+            load(case)
+        messages = []
+        if empty:
+            messages.append(f"{len(empty)} weak case(s) have no annotated voxel and are trained as unlabeled ones: "
+                            + ", ".join(sorted(empty)[:10]) + (" ..." if len(empty) > 10 else ""))
         if findings:
-            message = (f"{len(findings)} weak case/class pair(s) lost most of their annotation in preprocessing "
-                       "(thin scribbles vanish when resampled; consider thicker strokes or a finer target spacing): "
-                       + "; ".join(str(f) for f in findings[:10]) + (" ..." if len(findings) > 10 else ""))
+            messages.append(f"{len(findings)} weak case/class pair(s) lost most of their annotation in preprocessing "
+                            "(thin scribbles vanish when resampled; consider thicker strokes or a finer target "
+                            "spacing): " + "; ".join(str(f) for f in findings[:10])
+                            + (" ..." if len(findings) > 10 else ""))
+        for message in messages:
             self.print_to_log_file("WARNING: " + message)
             warnings.warn(message, stacklevel=2)
 

@@ -60,3 +60,68 @@ def test_full_case_with_ignore_voxels_is_named():
         check_full_cases_dense(GOOD["supervision"], segs.__getitem__, 4)
     segs["b"][:] = 0
     check_full_cases_dense(GOOD["supervision"], segs.__getitem__, 4)  # weak/unlabeled cases may be all ignore
+
+
+# --- dataset.json structure ---------------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from nnunetv2_confkd.checks import check_dataset_json  # noqa: E402
+
+VALID_DJ = {"labels": {"background": 0, "a": 1, "ignore": 2}, "channel_names": {"0": "MRI"}, "file_ending": ".nii.gz",
+            "numTraining": 4}
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda dj: dj.pop("labels"), "needs \"labels\""),
+        (lambda dj: dj.update(labels=[0, 1]), "needs \"labels\""),
+        (lambda dj: dj.update(labels={"background": 0, "liver": [1, 2]}), "must map names to integers"),
+        (lambda dj: dj.update(labels={"background": 0, "ignore": 1, "a": 2}), "must be the highest"),
+        (lambda dj: dj.pop("channel_names"), "needs \"channel_names\""),
+        (lambda dj: dj.pop("file_ending"), "needs \"file_ending\""),
+    ],
+)
+def test_broken_dataset_json_is_named(change, match):
+    dj = {k: (dict(v) if isinstance(v, dict) else v) for k, v in VALID_DJ.items()}
+    change(dj)
+    with pytest.raises(ConfKDInputError, match=match):
+        check_dataset_json(dj)
+
+
+def test_valid_dataset_json_passes():
+    check_dataset_json(VALID_DJ)
+    check_dataset_json({k: v for k, v in VALID_DJ.items() if k != "channel_names"} | {"modality": {"0": "CT"}})
+
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-3, 5), st.text(max_size=8),
+                       st.sampled_from(["full", "weak", "unlabeled", "a", "b", "c", "d"]))
+_json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6),
+                                                                                            inner, max_size=4),
+                     max_leaves=12)
+_manifest = st.one_of(
+    _json,
+    st.dictionaries(st.sampled_from(CASES + ["zz", "e"]), st.one_of(st.sampled_from(["full", "weak", "unlabeled"]),
+                                                                    _json_leaf), max_size=6),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dataset_json=st.fixed_dictionaries({}, optional={"labels": st.one_of(_json, st.just(VALID_DJ["labels"])),
+                                                        "channel_names": _json, "file_ending": _json,
+                                                        "supervision": _manifest}),
+       ignore=st.sampled_from([None, 2]),
+       split=st.tuples(st.lists(st.sampled_from(CASES), max_size=4), st.lists(st.sampled_from(CASES), max_size=3)))
+def test_any_broken_dataset_json_gives_a_clear_error_or_passes(dataset_json, ignore, split):
+    """Property: on arbitrary JSON the checks either accept it or raise ConfKDInputError, never anything else."""
+    try:
+        check_dataset_json(dataset_json)
+        manifest = check_manifest(dataset_json, CASES)
+        check_ignore_label(manifest, ignore)
+        check_split(manifest, *split)
+    except ConfKDInputError as e:
+        assert str(e)
+    else:
+        assert set(manifest) == set(CASES) and set(manifest.values()) <= {"full", "weak", "unlabeled"}

@@ -447,3 +447,25 @@ def test_report_hints_ct_only(tmp_path):
     ct = write(tmp_path, spec=spec(8, "ToyCT", "CT"))
     assert "fingerprint" not in report(mr) and "(no twin written" in report(ct)
     assert report(mr).splitlines()[0] == "Dataset007_Toy: full 4, weak 8, unlabeled 0 cases"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# empty weak annotations
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _empty_read() -> CaseData:
+    label = sitk.GetImageFromArray(np.zeros(SHAPE, np.uint8))  # no structure at all
+    image = sitk.GetImageFromArray(np.zeros(SHAPE, np.float32))
+    for img in (image, label):
+        img.SetSpacing(SPACING)
+    return CaseData([image], label)
+
+
+def test_a_weak_case_without_any_annotation_is_marked_unlabeled_with_a_warning(tmp_path):
+    train = source() + [SourceCase("p9_f0", "p9", _empty_read)]
+    budget = make_budget(1, "erosion", seed=3)
+    with pytest.warns(UserWarning, match="case p9_f0: its simulated weak label has no annotated voxel"):
+        out = write(tmp_path, budget=budget, train=train)
+    assert dataset_json(out)["supervision"]["p9_f0"] == "unlabeled"
+    assert np.all(read(out / "labelsTr" / "p9_f0.nii.gz") == IGNORE)

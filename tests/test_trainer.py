@@ -206,3 +206,56 @@ def test_confkd_checkpoint_is_refused_by_strong_only(nnunet_paths, tmp_path):
     strong_only.initialize()
     with pytest.raises(ConfKDInputError, match="written by nnUNetTrainerConfKD_smoke"):
         strong_only.load_checkpoint(path)
+
+
+# --- property: a broken dataset.json never starts training silently, nor fails inside nnU-Net --------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_BREAK_KEYS = st.sampled_from(["labels", "channel_names", "file_ending", "supervision", None])
+_LEVEL = st.sampled_from(["full", "weak", "unlabeled", "partial", 3])
+
+
+def _expected_valid(original: dict, changed: dict, split: dict, dropped) -> bool:
+    if dropped is not None:
+        return False
+    if any(v not in ("full", "weak", "unlabeled") for v in changed.values()):
+        return False
+    if any(v == "full" and original[k] != "full" for k, v in changed.items()):
+        return False  # its label holds ignore voxels
+    if any(changed[k] != "full" for k in split["val"]):
+        return False
+    return any(changed[k] == "full" for k in split["train"])
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(dropped=_BREAK_KEYS, relabel=st.dictionaries(st.integers(0, 21), _LEVEL, max_size=5))
+def test_broken_dataset_json_raises_a_clear_error_or_trains(nnunet_paths, dropped, relabel):
+    dataset_json = json.loads((nnunet_paths.preprocessed / "dataset.json").read_text())
+    original = dict(dataset_json["supervision"])
+    for index, level in relabel.items():
+        dataset_json["supervision"][f"case_{index:03d}"] = level
+    changed = dict(dataset_json["supervision"])
+    if dropped is not None:
+        dataset_json.pop(dropped)
+    split = json.loads((nnunet_paths.preprocessed / "splits_final.json").read_text())[0]
+    try:
+        trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke, dataset_json=dataset_json)
+        trainer.initialize()
+    except ConfKDInputError as e:
+        assert not _expected_valid(original, changed, split, dropped), f"valid input refused: {e}"
+    else:
+        assert _expected_valid(original, changed, split, dropped), "broken input started silently"
+
+
+def test_a_weak_case_without_annotation_is_reported_and_trained_as_unlabeled(nnunet_paths):
+    dataset_json = json.loads((nnunet_paths.preprocessed / "dataset.json").read_text())
+    case = _first(dataset_json, "unlabeled")
+    dataset_json["supervision"][case] = "weak"
+    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke, dataset_json=dataset_json)
+    with pytest.warns(UserWarning, match=f"no annotated voxel and are trained as unlabeled ones: {case}"):
+        trainer.initialize()
+    log = open(trainer.log_file).read()
+    assert f"WARNING: 1 weak case(s) have no annotated voxel and are trained as unlabeled ones: {case}" in log
