@@ -299,6 +299,7 @@ def write_mixed_dataset(train: Sequence[SourceCase], test: Sequence[SourceCase],
     ``verify(case, dense, written_label, level)`` is called for every case before it is written; whatever it raises
     aborts the conversion inside the temporary folder, so an existing dataset (``overwrite``) stays as it was.
     """
+    _recover_interrupted_overwrite(Path(raw_root) / spec.folder_name)
     out = _check_request(train, test, spec, Path(raw_root), overwrite)
     train = sorted(train, key=lambda c: c.case_id)  # the per-case seeds follow this order: keep it canonical
     test = sorted(test, key=lambda c: c.case_id)
@@ -336,20 +337,37 @@ def _remove_stale_temporaries(raw_root: Path, folder_name: str) -> None:
     """Temporary folders of a conversion that was killed (SIGKILL leaves no chance to clean up) are removed by the next
     conversion of the same dataset; they never hold a finished dataset."""
     for stale in raw_root.glob(f".{folder_name}.*"):
-        if stale.is_dir():
+        if stale.is_dir() and stale.name != f".{folder_name}.old":
             logger.warning("removing %s, left by an interrupted conversion", stale)
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def _old_copy(out: Path) -> Path:
+    return out.with_name(f".{out.name}.old")
+
+
+def _recover_interrupted_overwrite(out: Path) -> None:
+    """A conversion killed between moving the previous dataset aside and moving the new one in leaves only
+    ``.<name>.old``: put it back before anything else happens."""
+    old = _old_copy(out)
+    if old.is_dir() and not out.exists():
+        logger.warning("restoring %s from %s, left by an interrupted --overwrite", out, old)
+        os.replace(old, out)
+
+
 def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():  # only reached with overwrite=True
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
+    if not out.exists():
         os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
+        return
+    old = _old_copy(out)  # only reached with overwrite=True
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(out, old)
+    try:
         os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old)
 
 
 def _write_dataset_json(folder: Path, spec: DatasetSpec, budget: Budget, manifest: dict[str, str],

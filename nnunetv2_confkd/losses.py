@@ -45,7 +45,9 @@ def entropy_map(logits: Tensor) -> Tensor:
         True
     """
     log_p = F.log_softmax(_upcast(logits), dim=CLASS_DIM)
-    return -(log_p.exp() * log_p).sum(CLASS_DIM)
+    p = log_p.exp()
+    # 0 * log 0 = 0: with extreme logits a probability underflows to 0 while its log is -inf
+    return -(p * torch.where(p > 0, log_p, torch.zeros_like(log_p))).sum(CLASS_DIM)
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -73,7 +75,8 @@ def kl_divergence_map(p_logits: Tensor, q_logits: Tensor, temperature: float = 1
         raise ValueError(f"KL needs equal shapes, got {tuple(p_logits.shape)} and {tuple(q_logits.shape)}")
     log_p = F.log_softmax(_upcast(p_logits) / temperature, dim=CLASS_DIM)
     log_q = F.log_softmax(_upcast(q_logits) / temperature, dim=CLASS_DIM)
-    return (log_p.exp() * (log_p - log_q)).sum(CLASS_DIM)
+    p = log_p.exp()
+    return (p * torch.where(p > 0, log_p - log_q, torch.zeros_like(log_p))).sum(CLASS_DIM)
 
 
 def kl_divergence(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -166,4 +169,5 @@ def legacy_entropy(strong_logits: Tensor, weak_logits: Tensor) -> Tensor:
         return connected_zero(strong_logits, weak_logits)
     stacked = torch.cat([_upcast(p) for p in parts], dim=0)
     log_p = F.log_softmax(stacked, dim=CLASS_DIM)
-    return -(log_p.exp() * log_p).mean()
+    p = log_p.exp()
+    return -(p * torch.where(p > 0, log_p, torch.zeros_like(log_p))).mean()

@@ -71,9 +71,13 @@ class DualDecoderUNet(nn.Module):
             head = self.student_decoder if self.inference_head == "student" else self.teacher_decoder
             return head(skips)
         student = self.student_decoder(skips)
-        if teacher_cases is not None:
-            skips = [s.index_select(0, teacher_cases) for s in skips]
-        return DualOutput(self.teacher_decoder(skips), student)
+        if teacher_cases is None:
+            return DualOutput(self.teacher_decoder(skips), student)
+        if teacher_cases.numel() == 0:
+            # instance norm rejects an empty batch: run one case and keep zero rows, still in the autograd graph
+            teacher = self.teacher_decoder([s[:1] for s in skips])
+            return DualOutput([t[:0] for t in teacher] if isinstance(teacher, list) else teacher[:0], student)
+        return DualOutput(self.teacher_decoder([s.index_select(0, teacher_cases) for s in skips]), student)
 
 
 def count_parameters(module: nn.Module) -> int:

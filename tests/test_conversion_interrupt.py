@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from nnunetv2_confkd import conversion
+from nnunetv2_confkd.checks import ConfKDInputError
 from nnunetv2_confkd.conversion import Budget, DatasetSpec, SourceCase, write_mixed_dataset
 from nnunetv2_confkd.synthetic import LABELS, _source_case, make_case
 
@@ -105,7 +106,8 @@ def kill_mid_conversion(tmp_path: Path, raw: Path, pre: Path, seed: int = 0, ove
                 pytest.fail(f"the conversion exited ({proc.returncode}) before it could be killed:\n"
                             f"{log.read_text(errors='replace')[-3000:]}")
             if time.monotonic() > deadline:
-                pytest.fail(f"no label file written within {START_TIMEOUT} s:\n{log.read_text(errors='replace')[-3000:]}")
+                pytest.fail(f"no label file written within {START_TIMEOUT} s:\n"
+                            f"{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=WAIT_TIMEOUT) == -signal.SIGKILL, "the conversion finished before the kill"
@@ -164,9 +166,6 @@ def test_converting_twice_with_the_same_seed_gives_identical_files(tmp_path):
     assert sorted(p.name for p in raw.iterdir()) == [FOLDER]
 
 
-@pytest.mark.xfail(strict=True, reason="finding: an interrupt between the two renames of _replace_dir (overwrite=True) "
-                                       "leaves no DatasetNNN_Name: the previous dataset sits in .DatasetNNN_Name.old, "
-                                       "which the next conversion deletes as a stale temporary")
 def test_interrupt_between_the_renames_of_an_overwrite_keeps_the_existing_dataset(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     folder = convert(raw, None, seed=0)
@@ -183,3 +182,14 @@ def test_interrupt_between_the_renames_of_an_overwrite_keeps_the_existing_datase
         convert(raw, None, seed=1, overwrite=True)
     monkeypatch.undo()
     assert folder.is_dir() and files(folder) == before
+
+
+def test_a_kill_between_the_renames_is_recovered_by_the_next_conversion(tmp_path):
+    """SIGKILL cannot be caught: if it lands after the previous dataset moved aside, the next conversion restores it."""
+    raw = tmp_path / "raw"
+    folder = convert(raw, None, seed=0)
+    before = files(folder)
+    os.replace(folder, folder.with_name(f".{folder.name}.old"))  # the state such a kill leaves
+    with pytest.raises(ConfKDInputError, match="exists; pass --overwrite"):
+        convert(raw, None, seed=1)
+    assert files(folder) == before
