@@ -36,9 +36,10 @@ def check_dataset_json(dataset_json, source: str = "dataset.json") -> None:
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ConfKDInputError(f'{source}: "labels" must map names to integers (region-based labels are not '
                                f"supported by ConfKD), got {labels!r}")
-    if "ignore" in labels and labels["ignore"] != max(values):
-        raise ConfKDInputError(f'{source}: the "ignore" label ({labels["ignore"]}) must be the highest label value '
-                               f"({max(values)})")
+    others = [v for k, v in labels.items() if k != "ignore"]
+    if "ignore" in labels and (not others or labels["ignore"] != max(others) + 1):
+        raise ConfKDInputError(f'{source}: the "ignore" label ({labels["ignore"]}) must be the highest label value, '
+                               f"right after the last class ({max(others, default=-1) + 1}), as nnU-Net requires")
     if not isinstance(dataset_json.get("channel_names", dataset_json.get("modality")), Mapping):
         raise ConfKDInputError(f'{source} needs "channel_names": {{"0": "MRI", ...}}')
     if not isinstance(dataset_json.get("file_ending"), str):
@@ -115,6 +116,15 @@ def check_full_cases_dense(manifest: Mapping[str, str], load_seg: Callable[[str]
             raise ConfKDInputError(f'case {case} is marked "full" but its label has {n_ignore} ignore voxel(s) '
                                    f"(value {ignore_label}). Mark it \"weak\" in dataset.json, or give it a dense "
                                    "label.")
+
+
+def check_label_values(case: str, seg: np.ndarray, labels: Mapping[str, int]) -> None:
+    """Every value of a (preprocessed) label must be declared in ``dataset.json`` (``-1`` marks nnU-Net's crop)."""
+    found = set(np.unique(seg).tolist()) - {-1}
+    unknown = sorted(found - set(labels.values()))
+    if unknown:
+        raise ConfKDInputError(f"case {case}: label values {unknown} are not declared in dataset.json \"labels\" "
+                               f"{dict(labels)}. Fix the label file or declare the values, then preprocess again.")
 
 
 def read_checkpoint(filename: str) -> dict:

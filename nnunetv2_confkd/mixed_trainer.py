@@ -35,6 +35,7 @@ from nnunetv2_confkd.checks import (
     check_dataset_json,
     check_full_cases_dense,
     check_ignore_label,
+    check_label_values,
     check_manifest,
     check_split,
     read_checkpoint,
@@ -87,7 +88,9 @@ class MixedSupervisionMixin:
         dataset = self.dataset_class(self.preprocessed_dataset_folder, list(set(tr_keys) | set(val_keys)))
 
         def load_seg(case):
-            return np.asarray(dataset.load_case(case)[1][:])
+            seg = np.asarray(dataset.load_case(case)[1][:])
+            check_label_values(case, seg, self.dataset_json["labels"])
+            return seg
 
         check_full_cases_dense(self.supervision, load_seg, self.label_manager.ignore_label)
         self._check_weak_cases(dataset, tr_keys)
@@ -107,6 +110,7 @@ class MixedSupervisionMixin:
         def load(case):
             _, seg, _, properties = dataset.load_case(case)
             seg = np.asarray(seg[:])
+            check_label_values(case, seg, self.dataset_json["labels"])
             seen.add(case)
             if not np.any((seg >= 0) & (seg != ignore)):
                 empty.append(case)

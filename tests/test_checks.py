@@ -80,6 +80,7 @@ VALID_DJ = {"labels": {"background": 0, "a": 1, "ignore": 2}, "channel_names": {
         (lambda dj: dj.update(labels=[0, 1]), "needs \"labels\""),
         (lambda dj: dj.update(labels={"background": 0, "liver": [1, 2]}), "must map names to integers"),
         (lambda dj: dj.update(labels={"background": 0, "ignore": 1, "a": 2}), "must be the highest"),
+        (lambda dj: dj.update(labels={"background": 0, "a": 1, "ignore": 3}), "right after the last class \\(2\\)"),
         (lambda dj: dj.pop("channel_names"), "needs \"channel_names\""),
         (lambda dj: dj.pop("file_ending"), "needs \"file_ending\""),
     ],
@@ -125,3 +126,12 @@ def test_any_broken_dataset_json_gives_a_clear_error_or_passes(dataset_json, ign
         assert str(e)
     else:
         assert set(manifest) == set(CASES) and set(manifest.values()) <= {"full", "weak", "unlabeled"}
+
+
+def test_undeclared_label_values_are_named():
+    from nnunetv2_confkd.checks import check_label_values
+
+    labels = {"background": 0, "a": 1, "ignore": 2}
+    check_label_values("c1", np.array([[-1, 0], [1, 2]]), labels)  # -1 marks nnU-Net's crop
+    with pytest.raises(ConfKDInputError, match=r"case c1: label values \[5, 7\] are not declared"):
+        check_label_values("c1", np.array([[0, 5], [7, 1]]), labels)

@@ -259,3 +259,16 @@ def test_a_weak_case_without_annotation_is_reported_and_trained_as_unlabeled(nnu
         trainer.initialize()
     log = open(trainer.log_file).read()
     assert f"WARNING: 1 weak case(s) have no annotated voxel and are trained as unlabeled ones: {case}" in log
+
+
+def test_stock_nnunet_refuses_a_confkd_checkpoint_with_its_own_error(nnunet_paths, tmp_path):
+    """The reverse direction is nnU-Net's code: its strict load names the unexpected decoder keys."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    confkd = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
+    confkd.initialize()
+    path = _saved(confkd, tmp_path)
+    stock = make_trainer(nnunet_paths, nnUNetTrainer)
+    stock.initialize()
+    with pytest.raises(RuntimeError, match="Missing key.*decoder"):
+        stock.load_checkpoint(path)
