@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch
 from torch import Tensor, nn
 
 HEADS = ("student", "teacher")
@@ -84,7 +83,3 @@ def count_parameters(module: nn.Module) -> int:
     """Number of distinct parameters (``parameters()`` de-duplicates shared ones)."""
     return sum(p.numel() for p in module.parameters())
 
-
-def select_rows(mask: Tensor) -> Tensor:
-    """Long index of the True rows of a ``(B,)`` bool mask, on the mask's device."""
-    return torch.nonzero(mask, as_tuple=False).flatten()

@@ -16,12 +16,6 @@ WEAK_LABEL_KEY = "weak_label"
 LEVELS = ("full", "weak", "unlabeled")
 
 
-def manifest_of(dataset_json: Mapping) -> dict[str, str]:
-    """The ``"supervision"`` mapping of a ``dataset.json`` dict as ``{case: level}`` (unchecked; see
-    :func:`nnunetv2_confkd.checks.check_manifest`)."""
-    return {str(k): str(v) for k, v in dict(dataset_json.get(MANIFEST_KEY) or {}).items()}
-
-
 def full_mask(keys: Iterable, manifest: Mapping[str, str]) -> np.ndarray:
     """``(B,)`` bool array, True where ``batch["keys"]`` names a fully labeled case."""
     return np.array([manifest[str(k)] == "full" for k in keys], dtype=bool)

@@ -116,7 +116,7 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
         dice_ce = DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False,
                                   "ddp": False}, {}, weight_ce=1, weight_dice=1, ignore_label=config.ignore_label,
                                  dice_class=MemoryEfficientSoftDiceLoss)
-        return self._deep_supervised(DeepSupervisionWrapper(dice_ce, self._ds_weights()))
+        return DeepSupervisionWrapper(dice_ce, self._ds_weights())
 
     def _entropy_scale(self) -> float:
         if self.entropy_rampup_epochs <= 0:

@@ -129,6 +129,66 @@ def make_plans_manager(kind: str, features=DEFAULT_FEATURES,
 # ======================================================================================================================
 
 
+
+# ======================================================================================================================
+# The ConfKD objective as the trainer builds it, and synthetic mixed batches (tests of numerics and DDP).
+# ======================================================================================================================
+
+
+# imported here, not inside the helpers: the DDP test's spawned workers must import these before they start gloo
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss  # noqa: E402
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper  # noqa: E402
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss  # noqa: E402
+
+import nnunetv2_confkd.trainers  # noqa: E402
+from nnunetv2_confkd.objective import ConfKDLoss, DeepSupervisedPartialCE  # noqa: E402
+
+
+def trainer_class(name: str):
+    """A trainer of the package by name (the same lookup nnU-Net does through nnUNet_extTrainer)."""
+    return getattr(nnunetv2_confkd.trainers, name)
+
+
+def nnunet_ds_weights(n_scales: int, ddp: bool):
+    """nnUNetTrainer._build_loss: ``1/2**i``, the last set to 0 (1e-6 under DDP without compile), normalised."""
+    weights = np.array([1 / (2**i) for i in range(n_scales)])
+    weights[-1] = 1e-6 if ddp else 0
+    return weights / weights.sum()
+
+
+def trainer_confkd_loss(cls, n_scales: int, batch_dice: bool, ddp: bool):
+    """The objective exactly as ``nnUNetTrainerConfKD.initialize`` builds it (nnU-Net's Dice + CE for the teacher)."""
+    weights = nnunet_ds_weights(n_scales, ddp)
+    supervised = DeepSupervisionWrapper(
+        DC_and_CE_loss({"batch_dice": batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": ddp}, {}, weight_ce=1,
+                       weight_dice=1, ignore_label=IGNORE_LABEL, dice_class=MemoryEfficientSoftDiceLoss),
+        weights)
+    weak = DeepSupervisedPartialCE(IGNORE_LABEL, tuple(weights))
+    return ConfKDLoss(supervised, weak, cls.confkd_config(IGNORE_LABEL))
+
+
+def mixed_batch(levels, patch, ds_shapes, generator):
+    """Input, per-scale targets (nearest-exact, as nnU-Net's DownsampleSegForDSTransform) and the full-case mask.
+
+    ``levels`` per case: "full" (dense), "weak" (about 10 % labeled voxels), "weak_empty" or "unlabeled" (all ignore).
+    """
+    x = torch.randn(len(levels), NUM_INPUT_CHANNELS, *patch, generator=generator)
+    # dense labels in 4x4 blocks, so every class survives at the coarse scales
+    coarse = torch.randint(0, NUM_CLASSES, (len(levels), 1, *(p // 4 for p in patch)), generator=generator)
+    target = F.interpolate(coarse.float(), size=patch, mode="nearest").to(torch.int16)
+    for i, level in enumerate(levels):
+        if level == "weak":
+            keep = torch.rand(patch, generator=generator) < 0.1
+            target[i, 0] = torch.where(keep, target[i, 0], torch.full_like(target[i, 0], IGNORE_LABEL))
+        elif level in ("weak_empty", "unlabeled"):
+            target[i] = IGNORE_LABEL
+    targets = [F.interpolate(target.float(), size=s, mode="nearest-exact").to(torch.int16) for s in ds_shapes]
+    is_full = torch.tensor([level == "full" for level in levels])
+    return x, targets, is_full
+
 # ======================================================================================================================
 # A planned and preprocessed synthetic mixed-label dataset (session scope) and nnU-Net's path variables for it.
 # ======================================================================================================================

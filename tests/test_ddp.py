@@ -19,16 +19,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
-from conftest import IGNORE_LABEL, NUM_CLASSES, NUM_INPUT_CHANNELS, make_plans_manager
-from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from conftest import (
+    NUM_CLASSES,
+    NUM_INPUT_CHANNELS,
+    make_plans_manager,
+    mixed_batch,
+    trainer_class,
+    trainer_confkd_loss,
+)
 from torch.nn.parallel import DistributedDataParallel
-
-from nnunetv2_confkd import variants
-from nnunetv2_confkd.objective import ConfKDLoss, DeepSupervisedPartialCE
-from nnunetv2_confkd.trainer import nnUNetTrainerConfKD
 
 WORLD_SIZE = 2
 BATCH = 4
@@ -48,52 +47,17 @@ STEPS = (
 TIMEOUT = timedelta(seconds=60)
 
 
-def _trainer_class(name: str):
-    return nnUNetTrainerConfKD if name == "nnUNetTrainerConfKD" else getattr(variants, name)
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _ddp_ds_weights(n_scales: int) -> np.ndarray:
-    """nnUNetTrainer._build_loss under DDP without compile: ``1/2**i``, the last set to 1e-6, normalised."""
-    weights = np.array([1 / (2**i) for i in range(n_scales)])
-    weights[-1] = 1e-6
-    return weights / weights.sum()
-
-
-def _confkd_loss(trainer_class, n_scales: int) -> ConfKDLoss:
-    """The objective exactly as ``nnUNetTrainerConfKD.initialize`` builds it on a DDP rank."""
-    weights = _ddp_ds_weights(n_scales)
-    supervised = DeepSupervisionWrapper(
-        DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": True}, {}, weight_ce=1,
-                       weight_dice=1, ignore_label=IGNORE_LABEL, dice_class=MemoryEfficientSoftDiceLoss),
-        weights)
-    config = trainer_class.confkd_config(IGNORE_LABEL)
-    return ConfKDLoss(supervised, DeepSupervisedPartialCE(IGNORE_LABEL, tuple(weights)), config)
-
-
 def _batch(rank: int, step: int, levels, ds_shapes):
-    """Input, per-scale targets and the full-case mask of one rank's batch; different on every rank and step."""
+    """One rank's batch; different on every rank and step (the case order too)."""
     g = torch.Generator().manual_seed(1000 * rank + step)
     levels = [levels[i] for i in torch.randperm(len(levels), generator=g).tolist()]
-    x = torch.randn(len(levels), NUM_INPUT_CHANNELS, *PATCH, generator=g)
-    # dense labels in blocks of 4x4, so every class survives at the coarse scales
-    coarse = torch.randint(0, NUM_CLASSES, (len(levels), 1, *(p // 4 for p in PATCH)), generator=g)
-    target = F.interpolate(coarse.float(), size=PATCH, mode="nearest").to(torch.int16)
-    for i, level in enumerate(levels):
-        if level == "weak":  # about 10 % labeled voxels
-            keep = torch.rand(PATCH, generator=g) < 0.1
-            target[i, 0] = torch.where(keep, target[i, 0], torch.full_like(target[i, 0], IGNORE_LABEL))
-        elif level in ("weak_empty", "unlabeled"):
-            target[i] = IGNORE_LABEL
-    # nnU-Net's DownsampleSegForDSTransform: nearest-exact resampling of the full-resolution map
-    targets = [F.interpolate(target.float(), size=s, mode="nearest-exact").to(torch.int16) for s in ds_shapes]
-    is_full = torch.tensor([level == "full" for level in levels])
-    return x, targets, is_full
+    return mixed_batch(levels, PATCH, ds_shapes, g)
 
 
 def _gather_equal(tensor: torch.Tensor) -> tuple[bool, float]:
@@ -107,15 +71,15 @@ def _gather_equal(tensor: torch.Tensor) -> tuple[bool, float]:
 def _train(rank: int, trainer_name: str, skip_teacher_at: int | None) -> dict:
     """Run STEPS through DDP; ``skip_teacher_at``: the step whose loss leaves the teacher out (negative control)."""
     plans_manager, configuration_manager = make_plans_manager("2d", features=FEATURES, patch_size=PATCH)
-    trainer_class = _trainer_class(trainer_name)
+    cls = trainer_class(trainer_name)
     torch.manual_seed(0)  # identical initial weights on both ranks
-    net = trainer_class.build_network_architecture(plans_manager, configuration_manager, NUM_INPUT_CHANNELS,
+    net = cls.build_network_architecture(plans_manager, configuration_manager, NUM_INPUT_CHANNELS,
                                                    NUM_CLASSES, True)
     same_init, _ = _gather_equal(torch.cat([p.detach().flatten() for p in net.parameters()]))
     ddp_net = DistributedDataParallel(net)  # find_unused_parameters=False, as nnU-Net
     cumulative = np.cumprod(np.vstack(configuration_manager.pool_op_kernel_sizes), axis=0)[:-1]
     ds_shapes = [tuple(p // int(s) for p, s in zip(PATCH, c, strict=True)) for c in cumulative]
-    loss_fn = _confkd_loss(trainer_class, len(ds_shapes))
+    loss_fn = trainer_confkd_loss(cls, len(ds_shapes), batch_dice=True, ddp=True)
     optimizer = torch.optim.SGD(ddp_net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
     names = [n for n, _ in net.named_parameters()]
     result = {"same_init": same_init, "steps": []}

@@ -17,13 +17,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import IGNORE_LABEL, NUM_CLASSES, NUM_INPUT_CHANNELS, make_plans_manager
-from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from conftest import (
+    IGNORE_LABEL,
+    NUM_CLASSES,
+    NUM_INPUT_CHANNELS,
+    make_plans_manager,
+    mixed_batch,
+    trainer_class,
+    trainer_confkd_loss,
+)
 
-from nnunetv2_confkd import variants
 from nnunetv2_confkd.losses import (
     entropy,
     kl_divergence,
@@ -32,7 +35,7 @@ from nnunetv2_confkd.losses import (
     partial_cross_entropy,
     pseudo_mask_cross_entropy,
 )
-from nnunetv2_confkd.objective import TERMS, ConfKDLoss, DeepSupervisedPartialCE
+from nnunetv2_confkd.objective import TERMS
 from nnunetv2_confkd.trainer import nnUNetTrainerConfKD
 
 TRAINER_NAMES = ("nnUNetTrainerConfKD", "nnUNetTrainerConfKD_legacy", "nnUNetTrainerConfKD_pseudoMask",
@@ -47,28 +50,6 @@ COMPOSITIONS = {
     "all_ignore": ("unlabeled",) * 4,  # every voxel of every case is ignore (full cases never hold ignore voxels)
 }
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _trainer_class(name: str):
-    return nnUNetTrainerConfKD if name == "nnUNetTrainerConfKD" else getattr(variants, name)
-
-
-def _ds_weights(n_scales: int) -> np.ndarray:
-    """nnUNetTrainer._build_loss on one process: ``1/2**i``, the last set to 0, normalised."""
-    weights = np.array([1 / (2**i) for i in range(n_scales)])
-    weights[-1] = 0
-    return weights / weights.sum()
-
-
-def _confkd_loss(trainer_class, n_scales: int, batch_dice: bool) -> ConfKDLoss:
-    """The objective as ``nnUNetTrainerConfKD.initialize`` builds it without DDP."""
-    weights = _ds_weights(n_scales)
-    supervised = DeepSupervisionWrapper(
-        DC_and_CE_loss({"batch_dice": batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
-                       weight_dice=1, ignore_label=IGNORE_LABEL, dice_class=MemoryEfficientSoftDiceLoss),
-        weights)
-    config = trainer_class.confkd_config(IGNORE_LABEL)
-    return ConfKDLoss(supervised, DeepSupervisedPartialCE(IGNORE_LABEL, tuple(weights)), config)
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +67,7 @@ def setup():
 
 
 def _batch(levels, patch, ds_shapes, seed: int = 0):
-    """Input, per-scale targets (nearest-exact, as nnU-Net's DownsampleSegForDSTransform) and the full-case mask."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(len(levels), NUM_INPUT_CHANNELS, *patch, generator=g)
-    # dense labels in 4x4 blocks, so every class survives at the coarse scales
-    coarse = torch.randint(0, NUM_CLASSES, (len(levels), 1, *(p // 4 for p in patch)), generator=g)
-    target = F.interpolate(coarse.float(), size=patch, mode="nearest").to(torch.int16)
-    for i, level in enumerate(levels):
-        if level == "weak":  # about 10 % labeled voxels
-            keep = torch.rand(patch, generator=g) < 0.1
-            target[i, 0] = torch.where(keep, target[i, 0], torch.full_like(target[i, 0], IGNORE_LABEL))
-        elif level in ("weak_empty", "unlabeled"):
-            target[i] = IGNORE_LABEL
-    targets = [F.interpolate(target.float(), size=s, mode="nearest-exact").to(torch.int16) for s in ds_shapes]
-    is_full = torch.tensor([level == "full" for level in levels])
-    return x, targets, is_full
+    return mixed_batch(levels, patch, ds_shapes, torch.Generator().manual_seed(seed))
 
 
 def _autocast(dtype):
@@ -127,7 +94,7 @@ def test_loss_and_gradients_are_finite(setup, dtype_name, composition, trainer_n
     net.load_state_dict(setup["state"])
     net.train()
     net.zero_grad(set_to_none=True)
-    loss_fn = _confkd_loss(_trainer_class(trainer_name), len(setup["ds_shapes"]), setup["batch_dice"])
+    loss_fn = trainer_confkd_loss(trainer_class(trainer_name), len(setup["ds_shapes"]), setup["batch_dice"], ddp=False)
     x, targets, is_full = _batch(COMPOSITIONS[composition], setup["patch"], setup["ds_shapes"])
     teacher_mask = torch.ones_like(is_full) if loss_fn.config.teacher_on_all else is_full.clone()
     assert not loss_fn.config.teacher_on_all or trainer_name == "nnUNetTrainerConfKD_pseudoMaskTeacher"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnunetv2_confkd.supervision import compose_batch, full_mask, manifest_of, strong_count
+from nnunetv2_confkd.supervision import compose_batch, full_mask, strong_count
 
 
 @pytest.mark.parametrize(
@@ -68,5 +68,3 @@ def test_full_mask_reads_numpy_string_keys():
     manifest = {"a": "full", "b": "weak", "c": "unlabeled"}
     keys = np.array(["c", "a", "b", "a"])  # nnU-Net's batch["keys"] holds np.str_
     assert full_mask(keys, manifest).tolist() == [False, True, False, True]
-    assert manifest_of({"supervision": manifest}) == manifest
-    assert manifest_of({}) == {}
