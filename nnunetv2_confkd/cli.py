@@ -25,8 +25,32 @@ def print_ext_trainer_dir() -> None:
     print(nnunetv2_confkd.EXT_TRAINER_DIR)
 
 
+SEED_VARIABLE = "CONFKD_SEED"
+
+
+def seed_from_environment() -> int | None:
+    """Seed Python, NumPy and torch from ``$CONFKD_SEED`` if set (``confkd_benchmark`` sets it per replicate).
+
+    nnU-Net itself seeds nothing; this fixes the network initialisation and the main process's draws. The data
+    augmentation workers keep their own randomness, so two runs with one seed are replicates, not bit-identical."""
+    value = os.environ.get(SEED_VARIABLE)
+    if value is None:
+        return None
+    import random
+
+    import numpy as np
+    import torch
+
+    seed = int(value)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
 def train_main() -> None:
     with_ext_trainers()
+    seed_from_environment()
     from nnunetv2.run.run_training import run_training_entry
 
     run_training_entry()

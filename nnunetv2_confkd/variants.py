@@ -94,3 +94,48 @@ class nnUNetTrainerStrongOnly_smoke(SmokeSchedule, nnUNetTrainerStrongOnly):
 
 class nnUNetTrainer_confkdDemo(DemoSchedule, nnUNetTrainer):
     """Stock nnU-Net on the mixed dataset (nnU-Net + ignore label) with the demo schedule."""
+
+
+class nnUNetTrainer_confkdSmoke(SmokeSchedule, nnUNetTrainer):
+    """Stock nnU-Net with the smoke schedule (tests of the benchmark runner)."""
+
+
+class CPUSchedule(ScheduleMixin):
+    """The ``cpu`` benchmark preset (presets.py): 48 epochs of 50 iterations (2400), a checkpoint every 4 epochs."""
+    schedule_epochs, schedule_iterations, schedule_val_iterations, schedule_save_every = 48, 50, 5, 4
+
+
+class nnUNetTrainer_confkdCPU(CPUSchedule, nnUNetTrainer):
+    """Stock nnU-Net (nnU-Net + ignore label on a mixed dataset; full supervision on a dense one), cpu preset."""
+
+
+class nnUNetTrainerStrongOnly_cpu(CPUSchedule, nnUNetTrainerStrongOnly):
+    pass
+
+
+class nnUNetTrainerConfKD_cpu(CPUSchedule, nnUNetTrainerConfKD):
+    pass
+
+
+class nnUNetTrainerConfKD_noEntropy_cpu(CPUSchedule, nnUNetTrainerConfKD_noEntropy):
+    pass
+
+
+class nnUNetTrainerConfKD_noKD_cpu(CPUSchedule, nnUNetTrainerConfKD_noKD):
+    pass
+
+
+class nnUNetTrainerConfKD_decoupled_cpu(CPUSchedule, nnUNetTrainerConfKD_decoupled):
+    pass
+
+
+class nnUNetTrainerConfKD_pseudoMask_cpu(CPUSchedule, nnUNetTrainerConfKD_pseudoMask):
+    pass
+
+
+class nnUNetTrainerConfKD_pseudoMaskTeacher_cpu(CPUSchedule, nnUNetTrainerConfKD_pseudoMaskTeacher):
+    pass
+
+
+class nnUNetTrainerConfKD_legacy_cpu(CPUSchedule, nnUNetTrainerConfKD_legacy):
+    pass

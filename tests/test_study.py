@@ -1,0 +1,274 @@
+"""``confkd_benchmark`` (study.py, study_report.py, presets.py): the runner end to end on a small synthetic dataset
+with the ``smoke`` preset, resumability, pre-flight errors, and the report's arithmetic on constructed records."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import nnunet_env
+
+from nnunetv2_confkd.checks import ConfKDInputError
+from nnunetv2_confkd.presets import PRESETS, ensure_configuration, reduced_configuration
+from nnunetv2_confkd.study import Run, plan_runs, resolve_dataset
+from nnunetv2_confkd.study_report import aggregate, inference_ratio, preset_check
+from nnunetv2_confkd.synthetic import SyntheticSpec, make_synthetic_dataset
+
+DATASET = "Dataset991_ConfKDSynthetic"
+TRAINERS = ("nnUNetTrainerStrongOnly", "nnUNetTrainerConfKD", "nnUNetTrainer")
+
+
+def benchmark(env: dict, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = ["confkd_benchmark", "-d", "991", "-tr", *TRAINERS, "--seeds", "0", "--preset", "smoke", "-device", "cpu",
+           "--out", str(out), "-np", "1", "--nsd-tolerance", "3", *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    env = nnunet_env(root)
+    make_synthetic_dataset(Path(env["nnUNet_raw"]), 991, SyntheticSpec(n_full=3, n_weak=6, n_unlabeled=2, n_test=3),
+                           Path(env["nnUNet_preprocessed"]))
+    out = root / "out"
+    proc = benchmark(env, out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return env, out, proc
+
+
+def records(out: Path) -> dict[tuple[str, str], dict]:
+    return {(p.parent.parent.name, p.stem): json.loads(p.read_text()) for p in (out / "runs" / DATASET).rglob("*.json")}
+
+
+def test_study_plans_the_reduced_configuration_and_preprocesses_it(study):
+    env, out, _ = study
+    plans = json.loads((Path(env["nnUNet_preprocessed"]) / DATASET / "nnUNetPlans.json").read_text())
+    reduced = plans["configurations"]["2d_smoke"]
+    assert reduced["inherits_from"] == "2d"
+    assert reduced["spacing"] == [2 * s for s in plans["configurations"]["2d"]["spacing"]]
+    assert reduced["batch_size"] == 2
+    assert len(list((Path(env["nnUNet_preprocessed"]) / DATASET / "nnUNetPlans_2d_smoke").glob("*.pkl"))) == 11
+    # models live in the study folder, one results root per seed, never in the user's nnUNet_results
+    assert (out / "nnUNet_results" / "seed_0" / DATASET / "nnUNetTrainerConfKD_smoke__nnUNetPlans__2d_smoke" /
+            "fold_0" / "checkpoint_final.pth").is_file()
+    assert not Path(env["nnUNet_results"]).exists()
+
+
+def test_every_run_is_evaluated_with_each_of_its_heads(study):
+    _, out, _ = study
+    recs = records(out)
+    assert set(recs) == {("nnUNetTrainerStrongOnly_smoke", "nnunet"), ("nnUNetTrainer_confkdSmoke", "nnunet"),
+                         ("nnUNetTrainerConfKD_smoke", "student"), ("nnUNetTrainerConfKD_smoke", "teacher")}
+    for rec in recs.values():
+        assert rec["n_test_cases"] == 3 and rec["preset"] == "smoke" and rec["configuration"] == "2d_smoke"
+        assert len(rec["metrics"]) == 3 * 3  # volumes x classes
+        assert all(0.0 <= m["dice"] <= 1.0 for m in rec["metrics"])
+    for head in ("student", "teacher"):
+        assert len(list((out / "predictions" / DATASET / "nnUNetTrainerConfKD_smoke" / "seed_0" / head)
+                        .glob("*.nii.gz"))) == 3
+
+
+def test_dice_of_the_records_equals_nnunets_evaluation(study):
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    env, out, _ = study
+    raw = Path(env["nnUNet_raw"]) / DATASET
+    pred = out / "predictions" / DATASET / "nnUNetTrainerConfKD_smoke" / "seed_0" / "teacher"
+    teacher = records(out)[("nnUNetTrainerConfKD_smoke", "teacher")]["metrics"]
+    ours = {(m["case"], m["label"]): m["dice"] for m in teacher}
+    compared = 0
+    for ref in sorted((raw / "labelsTs").glob("*.nii.gz")):
+        nnunet = compute_metrics(str(ref), str(pred / ref.name), SimpleITKIO(), [1, 2, 3])["metrics"]
+        for label, values in nnunet.items():
+            if not math.isnan(values["Dice"]):
+                assert ours[(ref.name[: -len(".nii.gz")], label)] == pytest.approx(values["Dice"], abs=1e-6)
+                compared += 1
+    assert compared >= 6
+
+
+def test_report_files_hold_every_row(study):
+    _, out, proc = study
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 3 * 3
+    assert {r["head"] for r in rows} == {"nnunet", "student", "teacher"}
+    report = json.loads((out / "results.json").read_text())
+    meta = report["metadata"]
+    assert meta["git_commit"] and meta["cpu_model"] and meta["versions"]["nnunetv2"]
+    assert meta["command"].startswith("confkd_benchmark -d 991") and meta["presets"] == ["smoke"]
+    assert report["inference_time"]["n_pairs"] == 1
+    labels = {(r["label"], r["head"]) for r in report["rows"]}
+    assert labels == {("strong-only", "nnunet"), ("nnU-Net + ignore label", "nnunet"),
+                      ("ConfKD (KL+Ent)", "student"), ("ConfKD (KL+Ent)", "teacher")}
+    md = (out / "results.md").read_text()
+    assert md in proc.stdout
+    for label, head in labels:
+        assert f"| {label} | {head} |" in md
+    for metric in ("dice", "hd95"):
+        png = out / f"{metric}_{DATASET}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_second_call_skips_finished_runs(study):
+    env, out, _ = study
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")}
+    proc = benchmark(env, out, "--time-inference", "2")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert proc.stdout.count("skipped (finished)") == 3
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")} == before
+    # the inference timing: stock nnU-Net and the ConfKD student predicted twice each, interleaved
+    timing = json.loads((out / "inference_time.json").read_text())
+    (pair,) = timing["pairs"]
+    assert pair["stock"] == "nnUNetTrainer_confkdSmoke" and pair["confkd"] == "nnUNetTrainerConfKD_smoke"
+    assert all(len(v) == 2 and min(v) > 0 for v in pair["seconds"].values())
+    assert "--time-inference 2" in json.loads((out / "results.json").read_text())["inference_time"]["source"]
+    assert not any((out / ".timing").iterdir())
+
+
+def test_an_interrupted_run_is_redone_and_never_half_counted(study):
+    env, out, _ = study
+    run_dir = out / "runs" / DATASET / "nnUNetTrainerConfKD_smoke" / "seed_0"
+    student_mtime = (run_dir / "student.json").stat().st_mtime_ns
+    (run_dir / "teacher.json").unlink()  # killed while predicting the teacher head:
+    stale = out / "predictions" / DATASET / "nnUNetTrainerConfKD_smoke" / "seed_0" / "teacher.tmp"
+    stale.mkdir()
+    (stale / "half_written.nii.gz").write_bytes(b"junk")
+    # and a strong-only training killed after its last checkpoint_latest
+    model = "nnUNetTrainerStrongOnly_smoke__nnUNetPlans__2d_smoke"
+    fold = out / "nnUNet_results" / "seed_0" / DATASET / model / "fold_0"
+    shutil.move(fold / "checkpoint_final.pth", fold / "checkpoint_latest.pth")
+    for rec in (out / "runs" / DATASET / "nnUNetTrainerStrongOnly_smoke" / "seed_0").glob("*.json"):
+        rec.unlink()
+    proc = benchmark(env, out)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "resuming from checkpoint_latest.pth" in proc.stdout
+    assert "-tr nnUNetTrainerStrongOnly_smoke -p nnUNetPlans -device cpu --c" in (out / "benchmark.log").read_text()
+    assert (fold / "checkpoint_final.pth").is_file()
+    assert (run_dir / "teacher.json").is_file() and not stale.exists()
+    assert (run_dir / "student.json").stat().st_mtime_ns == student_mtime
+    assert len(records(out)) == 4
+
+
+def test_bad_inputs_stop_before_any_training(study, tmp_path):
+    env, _, _ = study
+    raw = Path(env["nnUNet_raw"])
+    with pytest.raises(ConfKDInputError, match="no matching"):
+        resolve_dataset(raw, "123")
+    proc = subprocess.run(["confkd_benchmark", "-d", "991", "-tr", "nnUNetTrainerNoSuchThing", "--preset", "smoke",
+                           "-device", "cpu", "--out", str(tmp_path / "o")], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "nnUNetTrainerNoSuchThing_smoke" in proc.stderr
+    assert not (tmp_path / "o" / "runs").exists()
+    no_test = raw / "Dataset992_NoTest"
+    shutil.copytree(raw / DATASET, no_test, ignore=shutil.ignore_patterns("labelsTs"))
+    with pytest.raises(ConfKDInputError, match="labelsTs"):
+        resolve_dataset(raw, "992")
+
+
+def test_a_differing_configuration_of_the_same_name_is_refused(study, tmp_path):
+    env, _, _ = study
+    plans = tmp_path / "nnUNetPlans.json"
+    shutil.copy(Path(env["nnUNet_preprocessed"]) / DATASET / "nnUNetPlans.json", plans)
+    assert ensure_configuration(plans, "2d", PRESETS["smoke"]) == "2d_smoke"  # identical entry: kept
+    content = json.loads(plans.read_text())
+    content["configurations"]["2d_smoke"]["batch_size"] = 5
+    plans.write_text(json.dumps(content))
+    with pytest.raises(ConfKDInputError, match="differs"):
+        ensure_configuration(plans, "2d", PRESETS["smoke"])
+    assert json.loads(plans.read_text())["configurations"]["2d_smoke"]["batch_size"] == 5
+
+
+def test_cpu_preset_reduces_acdc_2d_to_the_measured_configuration():
+    base = {"spacing": [1.5, 1.5], "patch_size": [256, 224], "median_image_size_in_voxels": [256.0, 216.0],
+            "batch_size": 56, "architecture": {"network_class_name": "PlainConvUNet", "arch_kwargs": {
+                "n_stages": 6, "features_per_stage": [32, 64, 128, 256, 512, 512], "n_conv_per_stage": [2] * 6,
+                "n_conv_per_stage_decoder": [2] * 5, "kernel_sizes": [[3, 3]] * 6, "strides": [[1, 1]] + [[2, 2]] * 5}}}
+    cfg = reduced_configuration(base, "2d", PRESETS["cpu"])
+    kw = cfg["architecture"]["arch_kwargs"]
+    assert cfg["spacing"] == [3.0, 3.0] and cfg["patch_size"] == [128, 112] and cfg["batch_size"] == 8
+    assert kw["features_per_stage"] == [16, 32, 64, 128, 128] and kw["n_stages"] == 5
+    assert len(kw["strides"]) == len(kw["kernel_sizes"]) == 5 and len(kw["n_conv_per_stage_decoder"]) == 4
+    assert PRESETS["cpu"].trainer("nnUNetTrainerConfKD_noKD") == "nnUNetTrainerConfKD_noKD_cpu"
+    assert PRESETS["cpu"].trainer("nnUNetTrainer") == "nnUNetTrainer_confkdCPU"
+    assert PRESETS["gpu"].trainer("nnUNetTrainerConfKD") == "nnUNetTrainerConfKD"
+    assert PRESETS["gpu"].configuration("2d") == "2d"
+
+
+def test_runs_are_ordered_seed_major_without_duplicates():
+    runs = plan_runs(["A", "B"], ["m1", "m2"], [("F", "m1"), ("A", "m1")], [0, 1], PRESETS["gpu"])
+    assert [r.key for r in runs[:5]] == ["A/m1/seed_0", "A/m2/seed_0", "B/m1/seed_0", "B/m2/seed_0", "F/m1/seed_0"]
+    assert len(runs) == 10 and runs[5] == Run("A", "m1", "m1", 1)
+
+
+def _record(method: str, seed: int, dice: list[float], supervision: dict, head: str = "nnunet",
+            seconds: float = 1.0) -> dict:
+    """A record of one run with one volume per entry of ``dice`` (label 1 only) and HD95 = 10 * (1 - Dice)."""
+    return {"dataset": "D", "evaluation": "test", "fold": "0", "method": method, "trainer": method, "head": head,
+            "seed": seed,
+            "supervision": supervision, "n_test_cases": len(dice), "label_names": {"1": "LV"},
+            "train_seconds": 1.0, "predict_seconds": seconds,
+            "metrics": [{"case": f"c{i}", "label": 1, "dice": d, "hd95": 10 * (1 - d), "assd": 1.0, "nsd": d,
+                         "n_ref": 5, "n_pred": 5} for i, d in enumerate(dice)]}
+
+
+FULL = {"full": 10, "weak": 0, "unlabeled": 0}
+MIXED = {"full": 2, "weak": 8, "unlabeled": 0}
+
+
+def test_aggregate_takes_volume_means_then_statistics_over_seeds():
+    rows = aggregate([_record("nnUNetTrainerConfKD", 0, [0.6, 0.8], MIXED, "student"),
+                      _record("nnUNetTrainerConfKD", 1, [0.8, 1.0], MIXED, "student")])
+    (row,) = rows
+    dice = row["mean"]["dice"]
+    assert dice["seeds"] == pytest.approx([0.7, 0.9]) and dice["mean"] == pytest.approx(0.8)
+    assert dice["std"] == pytest.approx(0.1)
+    assert row["volume_dice_std"] == pytest.approx(np.std([0.6, 0.8, 0.8, 1.0]))
+    assert row["per_class"]["1"]["hd95"]["mean"] == pytest.approx(2.0)
+    assert row["label"] == "ConfKD (KL+Ent)"
+
+
+def test_preset_check_needs_two_seeds_each_won_by_a_clear_margin():
+    strong = [_record("nnUNetTrainerStrongOnly", s, [0.6], MIXED) for s in (0, 1)]
+    good = [_record("nnUNetTrainer", s, [0.8], FULL) for s in (0, 1)]
+    check = preset_check(strong + good)
+    assert check["valid"] and check["mean_margin"] == pytest.approx(0.2)
+    assert not preset_check(strong[:1] + good[:1])["valid"]  # one seed
+    close = [_record("nnUNetTrainer", 0, [0.62], FULL), _record("nnUNetTrainer", 1, [0.63], FULL)]
+    assert not preset_check(strong + close)["valid"]  # margin below 0.05
+    # the stock trainer on a mixed dataset is nnU-Net + ignore, not the full upper bound
+    assert preset_check(strong + [_record("nnUNetTrainer", s, [0.9], MIXED) for s in (0, 1)]) is None
+
+
+def test_inference_ratio_pairs_the_student_with_stock_nnunet_of_the_same_seed():
+    recs = [_record("nnUNetTrainer", 0, [0.5], MIXED, seconds=10.0),
+            _record("nnUNetTrainerConfKD_cpu", 0, [0.5], MIXED, "student", seconds=11.0),
+            _record("nnUNetTrainerConfKD_cpu", 0, [0.5], MIXED, "teacher", seconds=30.0)]
+    ratio = inference_ratio(recs)
+    assert ratio["n_pairs"] == 1 and ratio["median_ratio"] == pytest.approx(1.1)
+
+
+def test_cross_validation_evaluates_nnunets_validation_of_each_fold(study):
+    env, out, _ = study
+    proc = subprocess.run(["confkd_benchmark", "-d", "991", "-tr", "nnUNetTrainerConfKD", "-f", "1", "--cv",
+                           "--preset", "smoke", "-device", "cpu", "--out", str(out), "-np", "1"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = out / "runs" / DATASET / "nnUNetTrainerConfKD_smoke" / "seed_0" / "cv_fold_1"
+    assert [p.name for p in run_dir.iterdir()] == ["student.json"]  # nnU-Net validates with the inference head
+    rec = json.loads((run_dir / "student.json").read_text())
+    split = json.loads((Path(env["nnUNet_preprocessed"]) / DATASET / "splits_final.json").read_text())[1]
+    assert rec["evaluation"] == "cv" and rec["fold"] == "1"
+    assert sorted({m["case"] for m in rec["metrics"]}) == sorted(split["val"])
+    assert not set(split["val"]) & set(split["train"])
+    md = (out / "results.md").read_text()
+    assert "cross-validation on the training set, folds 1" in md
+    # the test-set rows, the preset check input and the inference pairs are unchanged by the cv records
+    report = json.loads((out / "results.json").read_text())
+    assert sum(r["evaluation"] == "test" for r in report["rows"]) == 4
+    assert (out / f"dice_{DATASET}_cv.png").is_file()
