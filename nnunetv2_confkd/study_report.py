@@ -173,10 +173,10 @@ def markdown(rows: list[dict], check: dict | None, ratio: dict | None, meta: dic
              f"{meta['versions']['nnunetv2']}; commit {meta['git_commit']}.", f"Command: `{meta['command']}`", ""]
     if check is not None:
         verdict = "VALID" if check["valid"] else "NOT VALID"
-        lines += [f"**Preset check ({verdict})**: full supervision vs strong-only, mean Dice per seed "
+        lines += [f"**Preset check ({verdict})**: full supervision vs strong-only, mean Dice by seed: "
                   + ", ".join(f"seed {s}: {f:.3f} vs {o:.3f}" for s, f, o in
                               zip(check["seeds"], check["full"], check["strong_only"], strict=True))
-                  + f"; mean margin {check['mean_margin']:+.3f} (needs ≥ 2 seeds, every seed won, mean ≥ "
+                  + f"; mean margin {check['mean_margin']:+.4f} (needs ≥ 2 seeds, every seed won, mean ≥ "
                   f"{check['clear_margin']:.2f}).", ""]
     for dataset, evaluation in dict.fromkeys((r["dataset"], r["evaluation"]) for r in rows):
         drows = [r for r in rows if r["dataset"] == dataset and r["evaluation"] == evaluation]
