@@ -68,6 +68,7 @@ import numpy as np
 
 from nnunetv2_confkd.cli import with_ext_trainers
 from nnunetv2_confkd.demo import demo_environment, run
+from nnunetv2_confkd.presets import PLANS
 from nnunetv2_confkd.synthetic import SyntheticSpec, make_synthetic_dataset
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,6 @@ logger = logging.getLogger(__name__)
 BASELINE = "nnUNetTrainer"
 DEFAULT_TRAINERS = ("nnUNetTrainer", "nnUNetTrainerConfKD")
 TARGETS = {"time": 1.25, "memory": 1.30}
-PLANS = "nnUNetPlans"
 FOLD = 0
 SEED = 12345
 MB = 1024.0 * 1024.0

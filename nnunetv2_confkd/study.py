@@ -27,12 +27,12 @@ never counted. A failed run is reported and the others go on; the exit status is
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -41,6 +41,7 @@ from pathlib import Path
 from nnunetv2_confkd.benchmark import write_json_atomic
 from nnunetv2_confkd.checks import ConfKDInputError
 from nnunetv2_confkd.cli import SEED_VARIABLE, with_ext_trainers
+from nnunetv2_confkd.demo import run as run_logged
 from nnunetv2_confkd.evaluation import evaluate_folder, metrics_to_records
 from nnunetv2_confkd.presets import PLANS, PRESETS, Preset, ensure_configuration
 from nnunetv2_confkd.supervision import LEVELS, MANIFEST_KEY
@@ -85,6 +86,7 @@ def trainer_class(name: str) -> type:
     return cls
 
 
+@functools.cache
 def heads_of(trainer: str) -> tuple[str, ...]:
     """The heads a run is evaluated with: the class's inference head first (``nnUNetv2_predict``), then the other
     head of a ConfKD model; a single-decoder trainer has the one head ``"nnunet"``."""
@@ -120,6 +122,11 @@ def resolve_dataset(raw: Path, dataset: str, need_test: bool = True) -> str:
     return candidates[0]
 
 
+def dataset_id(dataset: str) -> str:
+    """``"501"`` of ``"Dataset501_Name"`` (nnU-Net's planning and preprocessing scripts take ids only)."""
+    return dataset[len("Dataset"):len("Dataset") + 3]
+
+
 def supervision_counts(dataset_json: dict) -> dict:
     """Counts of full, weak and unlabeled training cases from the manifest (all full without one)."""
     manifest = dataset_json.get(MANIFEST_KEY) or {}
@@ -145,28 +152,22 @@ class Runner:
 
     # --- commands ---------------------------------------------------------------------------------------------------
     def run(self, cmd: list[str], env: dict | None = None) -> float:
-        """Run a console script with its output appended to the log; return its wall time."""
+        """Run a console script with its output appended to the log (:func:`nnunetv2_confkd.demo.run`); return its
+        wall time."""
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        with open(self.log, "a") as f:
-            f.write(f"\n$ {shlex.join(cmd)}\n")
-            f.flush()
-            proc = subprocess.run(cmd, env=env or self.env, stdout=f, stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
-            tail = "".join(open(self.log).readlines()[-25:])
-            raise RuntimeError(f"command failed ({proc.returncode}): {shlex.join(cmd)}\n--- {self.log} ---\n{tail}")
+        run_logged(cmd, env or self.env, self.log)
         return time.time() - t0
 
     # --- datasets ---------------------------------------------------------------------------------------------------
     def prepare(self, dataset: str) -> str:
         """Plan if needed, add the preset configuration, preprocess it if incomplete; return the configuration."""
         folder = self.preprocessed / dataset
-        dataset_id = dataset[len("Dataset"):len("Dataset") + 3]
         plans = folder / f"{PLANS}.json"
         if not plans.is_file():
             print(f"{dataset}: planning (nnUNetv2_plan_and_preprocess --no_pp)")
-            self.run(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "--verify_dataset_integrity", "--no_pp",
-                      "-np", str(self.args.np), "-npfp", str(self.args.np)])
+            self.run(["nnUNetv2_plan_and_preprocess", "-d", dataset_id(dataset), "--verify_dataset_integrity",
+                      "--no_pp", "-np", str(self.args.np), "-npfp", str(self.args.np)])
         config = ensure_configuration(plans, self.args.c, self.preset)
         data_identifier = json.loads(plans.read_text())["configurations"][config].get("data_identifier",
                                                                                         f"{PLANS}_{config}")
@@ -174,22 +175,30 @@ class Runner:
         done = len(list((folder / data_identifier).glob("*.pkl"))) if (folder / data_identifier).is_dir() else 0
         if done < n_cases:
             print(f"{dataset}: preprocessing {config} ({done}/{n_cases} cases present)")
-            self.run(["nnUNetv2_preprocess", "-d", dataset_id, "-c", config, "-plans_name", PLANS,
+            self.run(["nnUNetv2_preprocess", "-d", dataset_id(dataset), "-c", config, "-plans_name", PLANS,
                       "-np", str(self.args.np)])
         return config
 
     # --- runs -------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def heads(run: Run) -> tuple[str, ...]:
+        """The heads a run is evaluated with; cross-validation has nnU-Net's validation, of the inference head only."""
+        return heads_of(run.trainer)[:1] if run.cv else heads_of(run.trainer)
+
     def record_path(self, run: Run, head: str) -> Path:
         return self.out / "runs" / run.key / f"{head}.json"
 
+    def results_root(self, seed: int) -> Path:
+        return self.out / "nnUNet_results" / f"seed_{seed}"
+
     def seed_env(self, seed: int) -> dict:
         env = dict(self.env)
-        env["nnUNet_results"] = str(self.out / "nnUNet_results" / f"seed_{seed}")
+        env["nnUNet_results"] = str(self.results_root(seed))
         env[SEED_VARIABLE] = str(seed)
         return env
 
     def model_folder(self, run: Run, config: str) -> Path:
-        return Path(self.seed_env(run.seed)["nnUNet_results"]) / run.dataset / f"{run.trainer}__{PLANS}__{config}"
+        return self.results_root(run.seed) / run.dataset / f"{run.trainer}__{PLANS}__{config}"
 
     def train(self, run: Run, config: str) -> float | None:
         """Train unless ``checkpoint_final.pth`` exists; resume an interrupted run. Returns the wall time or None."""
@@ -198,7 +207,7 @@ class Runner:
             return None
         resume = (fold / "checkpoint_latest.pth").is_file()
         print(f"  {run.key}: training" + (" (resuming from checkpoint_latest.pth)" if resume else ""), flush=True)
-        cmd = ["confkd_train", run.dataset[len("Dataset"):len("Dataset") + 3], config, run.fold,
+        cmd = ["confkd_train", dataset_id(run.dataset), config, run.fold,
                "-tr", run.trainer, "-p", PLANS, "-device", self.args.device] + (["--c"] if resume else [])
         return self.run(cmd, self.seed_env(run.seed))
 
@@ -218,7 +227,7 @@ class Runner:
         are missing) against the dense training labels of the fold's validation cases."""
         fold = self.model_folder(run, config) / f"fold_{run.fold}"
         if not (fold / "validation" / "summary.json").is_file():
-            self.run(["confkd_train", run.dataset[len("Dataset"):len("Dataset") + 3], config, run.fold, "-tr",
+            self.run(["confkd_train", dataset_id(run.dataset), config, run.fold, "-tr",
                       run.trainer, "-p", PLANS, "-device", self.args.device, "--val"], self.seed_env(run.seed))
         splits = json.loads((self.preprocessed / run.dataset / "splits_final.json").read_text())
         refs = self.out / ".references" / run.key.replace("/", "__")
@@ -235,8 +244,7 @@ class Runner:
         dataset_json = json.loads((self.raw / run.dataset / "dataset.json").read_text())
         labels = [v for k, v in dataset_json["labels"].items() if k not in ("background", "ignore")]
         label_names = {str(v): k for k, v in dataset_json["labels"].items()}
-        heads = heads_of(run.trainer)[:1] if run.cv else heads_of(run.trainer)
-        for i, head in enumerate(heads):
+        for i, head in enumerate(self.heads(run)):
             record = self.record_path(run, head)
             if record.is_file():
                 continue
@@ -262,8 +270,7 @@ class Runner:
                 "metrics": metrics_to_records(metrics)})
 
     def execute(self, run: Run, config: str) -> str:
-        heads = heads_of(run.trainer)[:1] if run.cv else heads_of(run.trainer)
-        if all(self.record_path(run, h).is_file() for h in heads):
+        if all(self.record_path(run, h).is_file() for h in self.heads(run)):
             return "skipped (finished)"
         seconds = self.train(run, config)
         self.evaluate(run, config, seconds)
@@ -275,13 +282,9 @@ def time_inference(runner: Runner, repeats: int) -> dict | None:
     model (its default head) and with stock nnU-Net of the same dataset and seed, ``repeats`` times, interleaved
     (order alternating), median wall time of each (process start-up included). Written to
     ``OUT/inference_time.json``; ``None`` without such a pair."""
-    from nnunetv2_confkd.study_report import is_stock, load_records
+    from nnunetv2_confkd.study_report import load_records, stock_pairs
 
-    recs = [r for r in load_records(runner.out) if r["head"] in ("nnunet", "student")
-            and r.get("evaluation", "test") == "test"]
-    stock = {(r["dataset"], r["seed"]): r for r in recs if is_stock(r["method"])}
-    pairs = [(stock[(r["dataset"], r["seed"])], r) for r in recs
-             if r["method"].startswith("nnUNetTrainerConfKD") and (r["dataset"], r["seed"]) in stock]
+    pairs = stock_pairs(load_records(runner.out))
     if not pairs:
         return None
     results = []

@@ -45,11 +45,19 @@ METRICS = ("dice", "hd95", "assd", "nsd")
 CLEAR_MARGIN = 0.05  # Dice points (as a fraction) by which full supervision must beat strong-only in the preset check
 
 
+def is_stock(method: str) -> bool:
+    """Stock nnU-Net (``nnUNetTrainer`` or one of the package's schedule variants of it)."""
+    return method == "nnUNetTrainer" or method.startswith("nnUNetTrainer_confkd")
+
+
+def all_full(supervision: dict) -> bool:
+    return not supervision["weak"] + supervision["unlabeled"]
+
+
 def method_label(method: str, supervision: dict) -> str:
     """Readable name of a method; stock nnU-Net is the upper bound on an all-full dataset, else nnU-Net + ignore."""
-    if method == "nnUNetTrainer" or method.startswith("nnUNetTrainer_confkd"):
-        return "full supervision (nnU-Net)" if not supervision["weak"] + supervision["unlabeled"] \
-            else "nnU-Net + ignore label"
+    if is_stock(method):
+        return "full supervision (nnU-Net)" if all_full(supervision) else "nnU-Net + ignore label"
     return METHOD_LABELS.get(method, method)
 
 
@@ -116,18 +124,14 @@ def aggregate(records: list[dict]) -> list[dict]:
     return rows
 
 
-def is_stock(method: str) -> bool:
-    return method == "nnUNetTrainer" or method.startswith("nnUNetTrainer_confkd")
-
-
 def preset_check(records: list[dict]) -> dict | None:
     """Does the preset rank the budgets? Stock nnU-Net on an all-full dataset against strong-only, seed by seed.
 
     Valid when at least two seeds are paired, full wins every pair, and the mean margin is at least
     ``CLEAR_MARGIN``. ``None`` when the study has no such pair of runs."""
     records = [r for r in records if r["evaluation"] == "test"]
-    full = {r["seed"]: run_summary(r)["mean"]["dice"] for r in records if is_stock(r["method"])
-            and not r["supervision"]["weak"] + r["supervision"]["unlabeled"]}
+    full = {r["seed"]: run_summary(r)["mean"]["dice"] for r in records
+            if is_stock(r["method"]) and all_full(r["supervision"])}
     strong = {r["seed"]: run_summary(r)["mean"]["dice"] for r in records
               if r["method"].startswith("nnUNetTrainerStrongOnly")}
     seeds = sorted(set(full) & set(strong))
@@ -139,6 +143,15 @@ def preset_check(records: list[dict]) -> dict | None:
             "valid": len(seeds) >= 2 and all(m > 0 for m in margins) and statistics.fmean(margins) >= CLEAR_MARGIN}
 
 
+def stock_pairs(records: list[dict]) -> list[tuple[dict, dict]]:
+    """(stock nnU-Net, ConfKD student) test records of the same dataset and seed, one pair per ConfKD model."""
+    records = [r for r in records if r["evaluation"] == "test"]
+    stock = {(r["dataset"], r["seed"]): r for r in records if is_stock(r["method"])}
+    return [(stock[(r["dataset"], r["seed"])], r) for r in records
+            if r["method"].startswith("nnUNetTrainerConfKD") and r["head"] == "student"
+            and (r["dataset"], r["seed"]) in stock]
+
+
 def inference_ratio(records: list[dict], timing: dict | None = None) -> dict | None:
     """ConfKD's default head (``nnUNetv2_predict``) against stock nnU-Net of the same dataset and seed: from
     ``inference_time.json`` (``--time-inference``, interleaved repeats) if present, else from the single timed
@@ -147,14 +160,10 @@ def inference_ratio(records: list[dict], timing: dict | None = None) -> dict | N
         ratios = [p["ratio"] for p in timing["pairs"]]
         return {"median_ratio": statistics.median(ratios), "n_pairs": len(ratios), "ratios": ratios,
                 "source": f"--time-inference {timing['repeats']} (interleaved repeats, median)"}
-    records = [r for r in records if r["evaluation"] == "test"]
-    stock = {(r["dataset"], r["seed"]): r["predict_seconds"] for r in records if is_stock(r["method"])}
-    pairs = [(r["predict_seconds"], stock[(r["dataset"], r["seed"])]) for r in records
-             if r["method"].startswith("nnUNetTrainerConfKD") and r["head"] == "student"
-             and (r["dataset"], r["seed"]) in stock]
+    pairs = stock_pairs(records)
     if not pairs:
         return None
-    ratios = [a / b for a, b in pairs]
+    ratios = [confkd["predict_seconds"] / stock["predict_seconds"] for stock, confkd in pairs]
     return {"median_ratio": statistics.median(ratios), "n_pairs": len(pairs), "ratios": ratios,
             "source": "one timed prediction per run (rough; use --time-inference N)"}
 
