@@ -44,6 +44,7 @@ from nnunetv2_confkd.cli import SEED_VARIABLE, with_ext_trainers
 from nnunetv2_confkd.demo import run as run_logged
 from nnunetv2_confkd.evaluation import evaluate_folder, metrics_to_records
 from nnunetv2_confkd.presets import PLANS, PRESETS, Preset, ensure_configuration
+from nnunetv2_confkd.study_report import load_records, machine_metadata, stock_pairs, utc_now, write_report
 from nnunetv2_confkd.supervision import LEVELS, MANIFEST_KEY
 
 HEADS = ("student", "teacher")
@@ -137,7 +138,7 @@ def supervision_counts(dataset_json: dict) -> dict:
 
 
 class Runner:
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, command: str = "confkd_benchmark"):
         self.args = args
         self.preset: Preset = PRESETS[args.preset]
         self.out: Path = args.out.resolve()
@@ -149,6 +150,8 @@ class Runner:
         self.raw = Path(self.env["nnUNet_raw"])
         self.preprocessed = Path(self.env["nnUNet_preprocessed"])
         self.log = self.out / "benchmark.log"
+        self.command = command  # recorded in every record it writes, with the machine and commit
+        self.machine = machine_metadata()
 
     # --- commands ---------------------------------------------------------------------------------------------------
     def run(self, cmd: list[str], env: dict | None = None) -> float:
@@ -267,6 +270,7 @@ class Runner:
                 "supervision": supervision_counts(dataset_json), "label_names": label_names,
                 "nsd_tolerance_mm": self.args.nsd_tolerance, "train_seconds": train_seconds,
                 "predict_seconds": seconds, "n_test_cases": len({m.case for m in metrics}),
+                "provenance": {"date_utc": utc_now(), "command": self.command, **self.machine},
                 "metrics": metrics_to_records(metrics)})
 
     def execute(self, run: Run, config: str) -> str:
@@ -282,8 +286,6 @@ def time_inference(runner: Runner, repeats: int) -> dict | None:
     model (its default head) and with stock nnU-Net of the same dataset and seed, ``repeats`` times, interleaved
     (order alternating), median wall time of each (process start-up included). Written to
     ``OUT/inference_time.json``; ``None`` without such a pair."""
-    from nnunetv2_confkd.study_report import load_records, stock_pairs
-
     pairs = stock_pairs(load_records(runner.out))
     if not pairs:
         return None
@@ -350,8 +352,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from nnunetv2_confkd.study_report import write_report
-
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     command = shlex.join(["confkd_benchmark", *argv])
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         print(write_report(args.out.resolve(), command))
         return
     try:  # every check before any training: paths, datasets, held-out parts, trainer classes, plans
-        runner = Runner(args)
+        runner = Runner(args, command)
         names = {d: resolve_dataset(runner.raw, d, not args.cv) for d in [*args.d, *[e[0] for e in args.extra]]}
         runs = plan_runs([names[d] for d in args.d], list(args.tr), [(names[d], t) for d, t in args.extra],
                          args.seeds, runner.preset, tuple(args.f), args.cv)

@@ -61,6 +61,13 @@ def method_label(method: str, supervision: dict) -> str:
     return METHOD_LABELS.get(method, method)
 
 
+def machine_metadata() -> dict:
+    """Where and with what code a run or a report was made: git commit, CPU, platform, package versions."""
+    return {"git_commit": git_commit(Path(__file__).resolve().parents[1]), "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "versions": {p: version(p) for p in ("torch", "nnunetv2", "monai", "numpy")}}
+
+
 def load_records(out: Path) -> list[dict]:
     """Every finished record below ``OUT/runs`` (temporary files never end in ``.json``); ``evaluation`` defaults to
     ``"test"``."""
@@ -179,7 +186,11 @@ def markdown(rows: list[dict], check: dict | None, ratio: dict | None, meta: dic
     lines = [f"# confkd_benchmark results ({meta['date_utc']})", "",
              f"Preset(s) {', '.join(meta['presets'])}; {meta['cpu_model']} ({meta['cpu_count']} cores), "
              f"device {', '.join(meta['devices'])}; torch {meta['versions']['torch']}, nnunetv2 "
-             f"{meta['versions']['nnunetv2']}; commit {meta['git_commit']}.", f"Command: `{meta['command']}`", ""]
+             f"{meta['versions']['nnunetv2']}; commit {meta['git_commit']}.", f"Command: `{meta['command']}`", "",
+             "Runs made by:", ""]
+    lines += [f"- `{p['command']}`: {p['records']} record(s), commit {p['git_commit']}, {p['cpu_model']} "
+              f"({p['cpu_count']} cores), {p['first_utc']} to {p['last_utc']}" for p in meta["run_provenance"]]
+    lines.append("")
     if check is not None:
         verdict = "VALID" if check["valid"] else "NOT VALID"
         lines += [f"**Preset check ({verdict})**: full supervision vs strong-only, mean Dice by seed: "
@@ -247,6 +258,23 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     return written
 
 
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_provenance(records: list[dict]) -> list[dict]:
+    """The (command, commit, CPU) combinations that made the records, with how many records each and their dates: a
+    study folder collects runs of several invocations, sessions or machines."""
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for r in records:
+        p = r.get("provenance") or {}
+        key = (p.get("command", "not recorded"), p.get("git_commit"), p.get("cpu_model"), p.get("cpu_count"))
+        groups[key].append(p.get("date_utc") or "")
+    return [{"command": c, "git_commit": g, "cpu_model": m, "cpu_count": n, "records": len(dates),
+             "first_utc": min(dates) or None, "last_utc": max(dates) or None}
+            for (c, g, m, n), dates in groups.items()]
+
+
 def write_csv(records: list[dict], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
@@ -270,10 +298,8 @@ def write_report(out: Path, command: str) -> str:
     timing_file = out / "inference_time.json"
     timing = json.loads(timing_file.read_text()) if timing_file.is_file() else None
     check, ratio = preset_check(records), inference_ratio(records, timing)
-    meta = {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
-            "git_commit": git_commit(Path(__file__).resolve().parents[1]), "cpu_model": cpu_model(),
-            "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "versions": {p: version(p) for p in ("torch", "nnunetv2", "monai", "numpy")},
+    meta = {"date_utc": utc_now(), "command": command, **machine_metadata(),
+            "run_provenance": run_provenance(records),
             "presets": sorted({r["preset"] for r in records}),
             "devices": sorted({r.get("device", "?") for r in records}),
             "configurations": sorted({r["configuration"] for r in records}),

@@ -17,7 +17,7 @@ from conftest import nnunet_env
 from nnunetv2_confkd.checks import ConfKDInputError
 from nnunetv2_confkd.presets import PRESETS, ensure_configuration, reduced_configuration
 from nnunetv2_confkd.study import Run, plan_runs, resolve_dataset
-from nnunetv2_confkd.study_report import aggregate, inference_ratio, preset_check
+from nnunetv2_confkd.study_report import aggregate, inference_ratio, preset_check, run_provenance
 from nnunetv2_confkd.synthetic import SyntheticSpec, make_synthetic_dataset
 
 DATASET = "Dataset991_ConfKDSynthetic"
@@ -103,6 +103,10 @@ def test_report_files_hold_every_row(study):
     meta = report["metadata"]
     assert meta["git_commit"] and meta["cpu_model"] and meta["versions"]["nnunetv2"]
     assert meta["command"].startswith("confkd_benchmark -d 991") and meta["presets"] == ["smoke"]
+    # every record says which command, commit and machine made it
+    (made_by,) = meta["run_provenance"]
+    assert made_by["command"] == meta["command"] and made_by["records"] == 4
+    assert made_by["git_commit"] == meta["git_commit"] and made_by["cpu_model"] == meta["cpu_model"]
     assert report["inference_time"]["n_pairs"] == 1
     labels = {(r["label"], r["head"]) for r in report["rows"]}
     assert labels == {("strong-only", "nnunet"), ("nnU-Net + ignore label", "nnunet"),
@@ -128,7 +132,11 @@ def test_a_second_call_skips_finished_runs(study):
     (pair,) = timing["pairs"]
     assert pair["stock"] == "nnUNetTrainer_confkdSmoke" and pair["confkd"] == "nnUNetTrainerConfKD_smoke"
     assert all(len(v) == 2 and min(v) > 0 for v in pair["seconds"].values())
-    assert "--time-inference 2" in json.loads((out / "results.json").read_text())["inference_time"]["source"]
+    report = json.loads((out / "results.json").read_text())
+    assert "--time-inference 2" in report["inference_time"]["source"]
+    # the report's command is this call's; the records still name the call that made them
+    assert "--time-inference" in report["metadata"]["command"]
+    assert all("--time-inference" not in p["command"] for p in report["metadata"]["run_provenance"])
     assert not any((out / ".timing").iterdir())
 
 
@@ -243,6 +251,19 @@ def test_preset_check_needs_two_seeds_each_won_by_a_clear_margin():
     assert not preset_check(strong + close)["valid"]  # margin below 0.05
     # the stock trainer on a mixed dataset is nnU-Net + ignore, not the full upper bound
     assert preset_check(strong + [_record("nnUNetTrainer", s, [0.9], MIXED) for s in (0, 1)]) is None
+
+
+def test_run_provenance_groups_records_by_command_commit_and_machine():
+    sup = {"full": 1, "weak": 1, "unlabeled": 0}
+    made = {"command": "confkd_benchmark -d 1", "git_commit": "abc", "cpu_model": "cpu", "cpu_count": 2}
+    records = [_record("nnUNetTrainer", 0, [0.5], sup), _record("nnUNetTrainer", 1, [0.5], sup),
+               _record("nnUNetTrainer", 2, [0.5], sup)]
+    records[0]["provenance"] = {**made, "date_utc": "2026-01-02T00:00:00+00:00"}
+    records[1]["provenance"] = {**made, "date_utc": "2026-01-01T00:00:00+00:00"}
+    found, older = run_provenance(records)
+    assert found == {**made, "records": 2, "first_utc": "2026-01-01T00:00:00+00:00",
+                     "last_utc": "2026-01-02T00:00:00+00:00"}
+    assert older["command"] == "not recorded" and older["records"] == 1 and older["first_utc"] is None
 
 
 def test_inference_ratio_pairs_the_student_with_stock_nnunet_of_the_same_seed():
