@@ -189,7 +189,9 @@ def markdown(rows: list[dict], check: dict | None, ratio: dict | None, meta: dic
              f"{meta['versions']['nnunetv2']}; commit {meta['git_commit']}.", f"Command: `{meta['command']}`", "",
              "Runs made by:", ""]
     lines += [f"- `{p['command']}`: {p['records']} record(s), commit {p['git_commit']}, {p['cpu_model']} "
-              f"({p['cpu_count']} cores), {p['first_utc']} to {p['last_utc']}" for p in meta["run_provenance"]]
+              f"({p['cpu_count']} cores), {p['first_utc']} to {p['last_utc']}" if p["first_utc"] else
+              f"- {p['records']} record(s) written before records named their command and machine (commit 5583bc0)"
+              for p in meta["run_provenance"]]
     lines.append("")
     if check is not None:
         verdict = "VALID" if check["valid"] else "NOT VALID"
