@@ -456,6 +456,11 @@ def git_commit(repo: Path) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (the date stamp of reports and records)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def load_average() -> list[float] | None:
     """1, 5 and 15 minute load averages, or ``None``."""
     try:
@@ -469,7 +474,7 @@ def build_metadata(args: argparse.Namespace, argv: list[str], plans_config: dict
     """Environment metadata of the report (style.md §11); ``context`` holds load averages and ``nnUNet_compile``."""
     env = runs[0]["environment"]
     return {
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": utc_now(),
         "git_commit": git_commit(Path(__file__).resolve().parents[1]),
         "python": env["python"], "torch": env["torch"], "nnunetv2": env["nnunetv2"],
         "device": args.device, "device_name": env["device_name"], "cpu_model": cpu_model(),

@@ -23,13 +23,12 @@ import os
 import platform
 import statistics
 from collections import defaultdict
-from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_confkd.benchmark import cpu_model, git_commit, write_json_atomic
+from nnunetv2_confkd.benchmark import cpu_model, git_commit, utc_now, write_json_atomic
 
 METHOD_LABELS = {
     "nnUNetTrainerStrongOnly": "strong-only",
@@ -258,10 +257,6 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
             os.replace(tmp, path)
             written.append(path)
     return written
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def run_provenance(records: list[dict]) -> list[dict]:
