@@ -58,10 +58,8 @@ import platform
 import random
 import resource
 import shlex
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +67,7 @@ import numpy as np
 from nnunetv2_confkd.cli import with_ext_trainers
 from nnunetv2_confkd.demo import demo_environment, run
 from nnunetv2_confkd.presets import PLANS
+from nnunetv2_confkd.provenance import cpu_model, git_commit, load_average, utc_now, write_json_atomic
 from nnunetv2_confkd.synthetic import SyntheticSpec, make_synthetic_dataset
 
 logger = logging.getLogger(__name__)
@@ -436,37 +435,12 @@ def compute_ratios(results: list[dict]) -> dict:
     return ratios
 
 
-def cpu_model() -> str:
-    """``model name`` of ``/proc/cpuinfo``, else ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
-def git_commit(repo: Path) -> str | None:
-    """``git rev-parse HEAD`` of ``repo``, or ``None`` (no git, not a repository)."""
-    try:
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def utc_now() -> str:
-    """The current UTC time, ISO 8601 to the second (the date stamp of reports and records)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def load_average() -> list[float] | None:
-    """1, 5 and 15 minute load averages, or ``None``."""
-    try:
-        return [float(x) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def build_metadata(args: argparse.Namespace, argv: list[str], plans_config: dict, runs: list[dict],
@@ -491,13 +465,6 @@ def build_metadata(args: argparse.Namespace, argv: list[str], plans_config: dict
     }
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` as JSON via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
 
 
 def _fmt(value: float | None, pattern: str) -> str:

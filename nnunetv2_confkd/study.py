@@ -38,13 +38,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnunetv2_confkd.benchmark import utc_now, write_json_atomic
 from nnunetv2_confkd.checks import ConfKDInputError
 from nnunetv2_confkd.cli import SEED_VARIABLE, with_ext_trainers
 from nnunetv2_confkd.demo import run as run_logged
 from nnunetv2_confkd.evaluation import evaluate_folder, metrics_to_records
 from nnunetv2_confkd.presets import PLANS, PRESETS, Preset, ensure_configuration
-from nnunetv2_confkd.study_report import load_records, machine_metadata, stock_pairs, write_report
+from nnunetv2_confkd.provenance import machine_metadata, utc_now, write_json_atomic
+from nnunetv2_confkd.study_report import load_records, stock_pairs, write_report
 from nnunetv2_confkd.supervision import LEVELS, MANIFEST_KEY
 
 HEADS = ("student", "teacher")

@@ -20,15 +20,13 @@ import csv
 import json
 import math
 import os
-import platform
 import statistics
 from collections import defaultdict
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_confkd.benchmark import cpu_model, git_commit, utc_now, write_json_atomic
+from nnunetv2_confkd.provenance import machine_metadata, utc_now, write_json_atomic
 
 METHOD_LABELS = {
     "nnUNetTrainerStrongOnly": "strong-only",
@@ -60,11 +58,6 @@ def method_label(method: str, supervision: dict) -> str:
     return METHOD_LABELS.get(method, method)
 
 
-def machine_metadata() -> dict:
-    """Where and with what code a run or a report was made: git commit, CPU, platform, package versions."""
-    return {"git_commit": git_commit(Path(__file__).resolve().parents[1]), "cpu_model": cpu_model(),
-            "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "versions": {p: version(p) for p in ("torch", "nnunetv2", "monai", "numpy")}}
 
 
 def load_records(out: Path) -> list[dict]:
