@@ -37,6 +37,8 @@ METHOD_LABELS = {
     "nnUNetTrainerConfKD_pseudoMask": "pseudo-mask (self)",
     "nnUNetTrainerConfKD_pseudoMaskTeacher": "pseudo-mask (teacher)",
     "nnUNetTrainerConfKD_legacy": "released-script arithmetic",
+    "nnUNetTrainerConfKD_kdAll": "ConfKD, KL on all cases",
+    "nnUNetTrainerConfKD_studentFull": "ConfKD, student sees dense strong masks",
 }
 METRICS = ("dice", "hd95", "assd", "nsd")
 CLEAR_MARGIN = 0.05  # Dice points (as a fraction) by which full supervision must beat strong-only in the preset check

@@ -34,6 +34,18 @@ class nnUNetTrainerConfKD_pseudoMaskTeacher(nnUNetTrainerConfKD):
     confidence_term = "pseudo_teacher"
 
 
+class nnUNetTrainerConfKD_kdAll(nnUNetTrainerConfKD):
+    """KL on every case (weak and unlabeled too), not only the strong ones: an extension beyond the paper; the teacher
+    runs on every case. Candidate of the benchmark issue for budgets with many unlabeled cases."""
+    kd_on = "all"
+
+
+class nnUNetTrainerConfKD_studentFull(nnUNetTrainerConfKD):
+    """The student learns the dense masks of the strong cases (partial CE on every voxel) instead of seeds derived
+    from them by erosion. Candidate of the benchmark issue."""
+    student_strong_labels = "full"
+
+
 class nnUNetTrainerConfKD_teacherHead(nnUNetTrainerConfKD):
     """Same training; ``eval()`` and therefore nnUNetv2_predict run the teacher decoder."""
     inference_head = "teacher"
@@ -138,4 +150,12 @@ class nnUNetTrainerConfKD_pseudoMaskTeacher_cpu(CPUSchedule, nnUNetTrainerConfKD
 
 
 class nnUNetTrainerConfKD_legacy_cpu(CPUSchedule, nnUNetTrainerConfKD_legacy):
+    pass
+
+
+class nnUNetTrainerConfKD_kdAll_cpu(CPUSchedule, nnUNetTrainerConfKD_kdAll):
+    pass
+
+
+class nnUNetTrainerConfKD_studentFull_cpu(CPUSchedule, nnUNetTrainerConfKD_studentFull):
     pass
