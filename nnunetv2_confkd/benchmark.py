@@ -435,14 +435,6 @@ def compute_ratios(results: list[dict]) -> dict:
     return ratios
 
 
-
-
-
-
-
-
-
-
 def build_metadata(args: argparse.Namespace, argv: list[str], plans_config: dict, runs: list[dict],
                    context: dict) -> dict:
     """Environment metadata of the report (style.md §11); ``context`` holds load averages and ``nnUNet_compile``."""
@@ -463,8 +455,6 @@ def build_metadata(args: argparse.Namespace, argv: list[str], plans_config: dict
         "load_average_before": context["load_before"], "load_average_after": context["load_after"],
         "command": " ".join(shlex.quote(a) for a in ["confkd_benchmark_cost", *argv]),
     }
-
-
 
 
 def _fmt(value: float | None, pattern: str) -> str:

@@ -60,8 +60,6 @@ def method_label(method: str, supervision: dict) -> str:
     return METHOD_LABELS.get(method, method)
 
 
-
-
 def load_records(out: Path) -> list[dict]:
     """Every finished record below ``OUT/runs`` (temporary files never end in ``.json``); ``evaluation`` defaults to
     ``"test"``."""
