@@ -48,6 +48,8 @@ from nnunetv2_confkd.study_report import load_records, stock_pairs, write_report
 from nnunetv2_confkd.supervision import LEVELS, MANIFEST_KEY
 
 HEADS = ("student", "teacher")
+# how a record's model came about; train_seconds covers only the training done by the call that wrote the record
+TRAINING = ("from scratch", "resumed from checkpoint_latest.pth", "found finished")
 
 
 @dataclass(frozen=True)
@@ -203,16 +205,17 @@ class Runner:
     def model_folder(self, run: Run, config: str) -> Path:
         return self.results_root(run.seed) / run.dataset / f"{run.trainer}__{PLANS}__{config}"
 
-    def train(self, run: Run, config: str) -> float | None:
-        """Train unless ``checkpoint_final.pth`` exists; resume an interrupted run. Returns the wall time or None."""
+    def train(self, run: Run, config: str) -> tuple[float | None, str]:
+        """Train unless ``checkpoint_final.pth`` exists; resume an interrupted run. Returns the wall time of this
+        call's training (None if none ran) and how the model came about (:data:`TRAINING`, recorded with it)."""
         fold = self.model_folder(run, config) / f"fold_{run.fold}"
         if (fold / "checkpoint_final.pth").is_file():
-            return None
+            return None, TRAINING[2]
         resume = (fold / "checkpoint_latest.pth").is_file()
         print(f"  {run.key}: training" + (" (resuming from checkpoint_latest.pth)" if resume else ""), flush=True)
         cmd = ["confkd_train", dataset_id(run.dataset), config, run.fold,
                "-tr", run.trainer, "-p", PLANS, "-device", self.args.device] + (["--c"] if resume else [])
-        return self.run(cmd, self.seed_env(run.seed))
+        return self.run(cmd, self.seed_env(run.seed)), TRAINING[1 if resume else 0]
 
     def predict(self, run: Run, config: str, head: str, first: bool, out: Path) -> float:
         images = self.raw / run.dataset / "imagesTs"
@@ -243,7 +246,7 @@ class Runner:
         finally:
             shutil.rmtree(refs, ignore_errors=True)
 
-    def evaluate(self, run: Run, config: str, train_seconds: float | None) -> None:
+    def evaluate(self, run: Run, config: str, train_seconds: float | None, training: str) -> None:
         dataset_json = json.loads((self.raw / run.dataset / "dataset.json").read_text())
         labels = [v for k, v in dataset_json["labels"].items() if k not in ("background", "ignore")]
         label_names = {str(v): k for k, v in dataset_json["labels"].items()}
@@ -268,7 +271,7 @@ class Runner:
                 "head": head, "configuration": config, "fold": run.fold, "preset": self.preset.name,
                 "evaluation": "cv" if run.cv else "test", "device": self.args.device,
                 "supervision": supervision_counts(dataset_json), "label_names": label_names,
-                "nsd_tolerance_mm": self.args.nsd_tolerance, "train_seconds": train_seconds,
+                "nsd_tolerance_mm": self.args.nsd_tolerance, "train_seconds": train_seconds, "training": training,
                 "predict_seconds": seconds, "n_test_cases": len({m.case for m in metrics}),
                 "provenance": {"date_utc": utc_now(), "command": self.command, **self.machine},
                 "metrics": metrics_to_records(metrics)})
@@ -276,8 +279,8 @@ class Runner:
     def execute(self, run: Run, config: str) -> str:
         if all(self.record_path(run, h).is_file() for h in self.heads(run)):
             return "skipped (finished)"
-        seconds = self.train(run, config)
-        self.evaluate(run, config, seconds)
+        seconds, training = self.train(run, config)
+        self.evaluate(run, config, seconds, training)
         return "done" if seconds is not None else "evaluated (training found finished)"
 
 

@@ -67,6 +67,7 @@ def test_every_run_is_evaluated_with_each_of_its_heads(study):
                          ("nnUNetTrainerConfKD_smoke", "student"), ("nnUNetTrainerConfKD_smoke", "teacher")}
     for rec in recs.values():
         assert rec["n_test_cases"] == 3 and rec["preset"] == "smoke" and rec["configuration"] == "2d_smoke"
+        assert rec["training"] == "from scratch" and rec["train_seconds"] > 0
         assert len(rec["metrics"]) == 3 * 3  # volumes x classes
         assert all(0.0 <= m["dice"] <= 1.0 for m in rec["metrics"])
     for head in ("student", "teacher"):
@@ -162,6 +163,10 @@ def test_an_interrupted_run_is_redone_and_never_half_counted(study):
     assert (run_dir / "teacher.json").is_file() and not stale.exists()
     assert (run_dir / "student.json").stat().st_mtime_ns == student_mtime
     assert len(records(out)) == 4
+    strong_dir = out / "runs" / DATASET / "nnUNetTrainerStrongOnly_smoke" / "seed_0"
+    strong = json.loads((strong_dir / "nnunet.json").read_text())
+    assert strong["training"] == "resumed from checkpoint_latest.pth"
+    assert json.loads((run_dir / "teacher.json").read_text())["training"] == "found finished"
 
 
 def test_bad_inputs_stop_before_any_training(study, tmp_path):
