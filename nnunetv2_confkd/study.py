@@ -48,8 +48,11 @@ from nnunetv2_confkd.study_report import load_records, stock_pairs, write_report
 from nnunetv2_confkd.supervision import LEVELS, MANIFEST_KEY
 
 HEADS = ("student", "teacher")
-# how a record's model came about; train_seconds covers only the training done by the call that wrote the record
-TRAINING = ("from scratch", "resumed from checkpoint_latest.pth", "found finished")
+# how a record's model came about (its "training" field); train_seconds covers only the training done by the call
+# that wrote the record
+FROM_SCRATCH = "from scratch"
+RESUMED = "resumed from checkpoint_latest.pth"
+FOUND_FINISHED = "found finished"
 
 
 @dataclass(frozen=True)
@@ -207,15 +210,16 @@ class Runner:
 
     def train(self, run: Run, config: str) -> tuple[float | None, str]:
         """Train unless ``checkpoint_final.pth`` exists; resume an interrupted run. Returns the wall time of this
-        call's training (None if none ran) and how the model came about (:data:`TRAINING`, recorded with it)."""
+        call's training (None if none ran) and how the model came about (:data:`FROM_SCRATCH`, :data:`RESUMED` or
+        :data:`FOUND_FINISHED`, recorded with it)."""
         fold = self.model_folder(run, config) / f"fold_{run.fold}"
         if (fold / "checkpoint_final.pth").is_file():
-            return None, TRAINING[2]
+            return None, FOUND_FINISHED
         resume = (fold / "checkpoint_latest.pth").is_file()
         print(f"  {run.key}: training" + (" (resuming from checkpoint_latest.pth)" if resume else ""), flush=True)
         cmd = ["confkd_train", dataset_id(run.dataset), config, run.fold,
                "-tr", run.trainer, "-p", PLANS, "-device", self.args.device] + (["--c"] if resume else [])
-        return self.run(cmd, self.seed_env(run.seed)), TRAINING[1 if resume else 0]
+        return self.run(cmd, self.seed_env(run.seed)), RESUMED if resume else FROM_SCRATCH
 
     def predict(self, run: Run, config: str, head: str, first: bool, out: Path) -> float:
         images = self.raw / run.dataset / "imagesTs"
@@ -281,7 +285,7 @@ class Runner:
             return "skipped (finished)"
         seconds, training = self.train(run, config)
         self.evaluate(run, config, seconds, training)
-        return "done" if seconds is not None else "evaluated (training found finished)"
+        return "evaluated (training found finished)" if training == FOUND_FINISHED else "done"
 
 
 def time_inference(runner: Runner, repeats: int) -> dict | None:
