@@ -46,6 +46,12 @@ class nnUNetTrainerConfKD_studentFull(nnUNetTrainerConfKD):
     student_strong_labels = "full"
 
 
+class nnUNetTrainerConfKD_strong75(nnUNetTrainerConfKD):
+    """Three quarters of every batch are strong cases (``strong_fraction = 0.75``; default 0.5): the teacher sees 1.5x
+    as many dense masks per iteration. Candidate of the benchmark issue for budgets with few strong cases."""
+    strong_fraction = 0.75
+
+
 class nnUNetTrainerConfKD_teacherHead(nnUNetTrainerConfKD):
     """Same training; ``eval()`` and therefore nnUNetv2_predict run the teacher decoder."""
     inference_head = "teacher"
@@ -158,4 +164,8 @@ class nnUNetTrainerConfKD_kdAll_cpu(CPUSchedule, nnUNetTrainerConfKD_kdAll):
 
 
 class nnUNetTrainerConfKD_studentFull_cpu(CPUSchedule, nnUNetTrainerConfKD_studentFull):
+    pass
+
+
+class nnUNetTrainerConfKD_strong75_cpu(CPUSchedule, nnUNetTrainerConfKD_strong75):
     pass
