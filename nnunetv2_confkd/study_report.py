@@ -40,6 +40,7 @@ METHOD_LABELS = {
     "nnUNetTrainerConfKD_kdAll": "ConfKD, KL on all cases",
     "nnUNetTrainerConfKD_studentFull": "ConfKD, student sees dense strong masks",
     "nnUNetTrainerConfKD_strong75": "ConfKD, 3/4 strong cases per batch",
+    "nnUNetTrainerConfKD_entropyRamp": "ConfKD, entropy ramped up over the first quarter",
 }
 METRICS = ("dice", "hd95", "assd", "nsd")
 CLEAR_MARGIN = 0.05  # Dice points (as a fraction) by which full supervision must beat strong-only in the preset check

@@ -52,6 +52,13 @@ class nnUNetTrainerConfKD_strong75(nnUNetTrainerConfKD):
     strong_fraction = 0.75
 
 
+class nnUNetTrainerConfKD_entropyRamp(nnUNetTrainerConfKD):
+    """The entropy weight rises linearly from 0 to ``entropy_weight`` over the first quarter of training (250 of
+    nnU-Net's 1000 epochs), so that the student is not pushed to confidence before the teacher is any good.
+    Candidate of the benchmark issue for budget B, whose student grows confident false positives far from the heart."""
+    entropy_rampup_epochs = 250
+
+
 class nnUNetTrainerConfKD_teacherHead(nnUNetTrainerConfKD):
     """Same training; ``eval()`` and therefore nnUNetv2_predict run the teacher decoder."""
     inference_head = "teacher"
@@ -169,3 +176,8 @@ class nnUNetTrainerConfKD_studentFull_cpu(CPUSchedule, nnUNetTrainerConfKD_stude
 
 class nnUNetTrainerConfKD_strong75_cpu(CPUSchedule, nnUNetTrainerConfKD_strong75):
     pass
+
+
+class nnUNetTrainerConfKD_entropyRamp_cpu(CPUSchedule, nnUNetTrainerConfKD_entropyRamp):
+    """The ramp keeps its share of training: the first quarter of the preset's 48 epochs."""
+    entropy_rampup_epochs = CPUSchedule.schedule_epochs // 4

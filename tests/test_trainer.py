@@ -132,6 +132,23 @@ def test_train_step_reports_every_term_and_changes_both_heads(nnunet_paths):
         assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix)), prefix
 
 
+def test_entropy_ramp_scales_the_entropy_term_from_zero_over_a_quarter_of_training(nnunet_paths):
+    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_entropyRamp_cpu)
+    assert trainer.num_epochs == 48 and trainer.entropy_rampup_epochs == 12
+    scales = []
+    for epoch in (0, 6, 12, 47):
+        trainer.current_epoch = epoch
+        scales.append(trainer._entropy_scale())
+    assert scales == [0.0, 0.5, 1.0, 1.0]
+    trainer.initialize()
+    trainer.current_epoch = 0
+    train_loader, _ = trainer.get_dataloaders()
+    out = trainer.train_step(next(train_loader))
+    assert out["term_ent"] > 0  # the entropy is measured, but at epoch 0 it adds nothing to the total
+    expected = out["term_sup"] + trainer.weak_weight * out["term_weak"] + trainer.kd_weight * out["term_kd"]
+    assert out["loss"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_non_finite_loss_stops_before_the_weights_change(nnunet_paths, monkeypatch):
     trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
     trainer.initialize()
