@@ -67,7 +67,7 @@ import numpy as np
 from nnunetv2_confkd.cli import with_ext_trainers
 from nnunetv2_confkd.demo import demo_environment, run
 from nnunetv2_confkd.presets import PLANS
-from nnunetv2_confkd.provenance import cpu_model, git_commit, load_average, utc_now, write_json_atomic
+from nnunetv2_confkd.provenance import busy_warning, cpu_model, git_commit, load_average, utc_now, write_json_atomic
 from nnunetv2_confkd.synthetic import SyntheticSpec, make_synthetic_dataset
 
 logger = logging.getLogger(__name__)
@@ -540,6 +540,9 @@ def main(argv: list[str] | None = None) -> None:
     plans_config = _configuration(preprocessed / f"{PLANS}.json", args.config)
     _check_overrides(args, plans_config)
     context = {"nnUNet_compile": env.get("nnUNet_compile"), "load_before": load_average()}
+    busy = busy_warning(context["load_before"], os.cpu_count())
+    if busy:
+        logger.warning(busy)
     runs = run_workers(args, env, preprocessed, log)
     context["load_after"] = load_average()
     results = [summarize(t, runs) for t in args.trainers]
@@ -547,6 +550,8 @@ def main(argv: list[str] | None = None) -> None:
               "ratios": compute_ratios(results)}
     write_json_atomic(out, report)
     print(format_table(report))
+    if busy:
+        print(f"\nWARNING: {busy}")
     print(f"\nJSON: {out}\nworker output: {log}")
 
 

@@ -48,6 +48,14 @@ def load_average() -> list[float] | None:
         return None
 
 
+def busy_warning(load: list[float] | None, cores: int | None, share: float = 0.5) -> str | None:
+    """A warning when the 1-minute load average before a timing run exceeds ``share`` of the cores, else ``None``."""
+    if not load or not cores or load[0] <= share * cores:
+        return None
+    return (f"the machine was busy when timing started (1-minute load average {load[0]:.1f} on {cores} cores): step "
+            "times and their ratios may be distorted; rerun on an idle machine")
+
+
 def machine_metadata() -> dict:
     """Where and with what code a run or a report was made: git commit, CPU, platform, package versions."""
     return {"git_commit": git_commit(Path(__file__).resolve().parents[1]), "cpu_model": cpu_model(),

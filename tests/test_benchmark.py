@@ -8,6 +8,7 @@ import math
 import pytest
 
 from nnunetv2_confkd import benchmark
+from nnunetv2_confkd.provenance import busy_warning
 
 TRAINERS = ["nnUNetTrainer", "nnUNetTrainerConfKD"]
 METADATA_KEYS = {
@@ -25,6 +26,16 @@ def _positive(x) -> bool:
 
 def test_interleaved_order_alternates():
     assert benchmark.interleaved_order(["A", "B"], 3) == [(0, "A"), (0, "B"), (1, "B"), (1, "A"), (2, "A"), (2, "B")]
+
+
+@pytest.mark.parametrize(("load", "cores", "busy"), [([1.1, 0.5, 0.2], 2, True), ([1.0, 3.0, 3.0], 2, False),
+                                                    ([0.0, 0.0, 0.0], 16, False), (None, 2, False),
+                                                    ([9.0], None, False)])
+def test_busy_machine_is_warned_about_before_timing(load, cores, busy):
+    warning = busy_warning(load, cores)
+    assert (warning is not None) == busy
+    if busy:
+        assert f"{load[0]:.1f}" in warning and f"{cores} cores" in warning
 
 
 @pytest.mark.parametrize(("time", "memory", "met"), [(1.25, 1.30, (True, True)), (1.26, 1.31, (False, False))])
