@@ -233,7 +233,7 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         labels = list(drows[0]["class_names"])
         name = dataset if evaluation == "test" else f"{dataset}_cv"
         for metric, title in (("dice", "Dice"), ("hd95", "HD95 (mm)")):
-            fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels) + 1, 3.8), squeeze=False)
+            fig, axes = plt.subplots(1, len(labels), figsize=(max(3.2 * len(labels) + 1, 5.0), 3.8), squeeze=False)
             for ax, lab in zip(axes[0], labels, strict=True):
                 for x, r in enumerate(drows):
                     s = r["per_class"][lab][metric]
@@ -243,7 +243,7 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
                 ax.set_xticklabels([f"{r['label']}\n({r['head']})" for r in drows], rotation=60, ha="right",
                                    fontsize=7)
                 ax.set_title(f"{drows[0]['class_names'][lab]}: {title}")
-            fig.suptitle(f"{name}: mean over runs (bars), each run (dots)", fontsize=9)
+            fig.suptitle(f"{name}\nmean over runs (bars), each run (dots)", fontsize=9)
             fig.tight_layout()
             path = out / f"{metric}_{name}.png"
             tmp = path.with_name(f".{path.name}.tmp.png")
