@@ -66,7 +66,7 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
     pseudo_threshold: float = 0.0
     seed_iterations: int = 10
     legacy: bool = False
-    entropy_rampup_epochs: int = 0
+    entropy_rampup_fraction: float = 0.0
     inference_head: str = "student"
     strong_fraction: float = 0.5
     pad_seg_as_ignore: bool = True
@@ -95,6 +95,9 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
         unwrap(self.network).deep_supervision = enabled
 
     def initialize(self):
+        if not 0.0 <= self.entropy_rampup_fraction <= 1.0:
+            raise ValueError(f"{type(self).__name__}.entropy_rampup_fraction must lie in [0, 1] (a share of "
+                             f"num_epochs), got {self.entropy_rampup_fraction}")
         super().initialize()
         self._read_and_check_supervision()
         ignore = self.label_manager.ignore_label
@@ -120,9 +123,12 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
         return DeepSupervisionWrapper(dice_ce, self._ds_weights())
 
     def _entropy_scale(self) -> float:
-        if self.entropy_rampup_epochs <= 0:
+        """Factor on the entropy weight: rises linearly from 0 to 1 over the first ``entropy_rampup_fraction`` of
+        ``num_epochs`` (a share, so a ramp keeps its meaning under any schedule), 1 without a ramp."""
+        ramp_epochs = self.entropy_rampup_fraction * self.num_epochs
+        if ramp_epochs <= 0:
             return 1.0
-        return min(1.0, self.current_epoch / self.entropy_rampup_epochs)
+        return min(1.0, self.current_epoch / ramp_epochs)
 
     def _prepare_batch(self, batch: dict):
         is_full = torch.from_numpy(self._is_full(batch["keys"]))
@@ -193,5 +199,8 @@ class nnUNetTrainerStrongOnly(MixedSupervisionMixin, nnUNetTrainer):
     strong_fraction: float = 1.0
 
     def initialize(self):
+        if not 0.0 <= self.entropy_rampup_fraction <= 1.0:
+            raise ValueError(f"{type(self).__name__}.entropy_rampup_fraction must lie in [0, 1] (a share of "
+                             f"num_epochs), got {self.entropy_rampup_fraction}")
         super().initialize()
         self._read_and_check_supervision()

@@ -134,7 +134,7 @@ def test_train_step_reports_every_term_and_changes_both_heads(nnunet_paths):
 
 def test_entropy_ramp_scales_the_entropy_term_from_zero_over_a_quarter_of_training(nnunet_paths):
     trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_entropyRamp_cpu)
-    assert trainer.num_epochs == 48 and trainer.entropy_rampup_epochs == 12
+    assert trainer.num_epochs == 48 and trainer.entropy_rampup_fraction == 0.25  # 12 of 48 epochs
     scales = []
     for epoch in (0, 6, 12, 47):
         trainer.current_epoch = epoch
@@ -147,6 +147,16 @@ def test_entropy_ramp_scales_the_entropy_term_from_zero_over_a_quarter_of_traini
     assert out["term_ent"] > 0  # the entropy is measured, but at epoch 0 it adds nothing to the total
     expected = out["term_sup"] + trainer.weak_weight * out["term_weak"] + trainer.kd_weight * out["term_kd"]
     assert out["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_entropy_ramp_outside_zero_to_one_is_refused_before_training(nnunet_paths):
+    class RampTooLong(trainers.nnUNetTrainerConfKD_smoke):
+        entropy_rampup_fraction = 250  # epochs, not a share: the old meaning of the switch
+
+    trainer = make_trainer(nnunet_paths, RampTooLong)
+    with pytest.raises(ValueError, match=r"RampTooLong.entropy_rampup_fraction must lie in \[0, 1\].*got 250"):
+        trainer.initialize()
+    assert not hasattr(trainer, "confkd_loss")
 
 
 def test_non_finite_loss_stops_before_the_weights_change(nnunet_paths, monkeypatch):
