@@ -200,8 +200,5 @@ class nnUNetTrainerStrongOnly(MixedSupervisionMixin, nnUNetTrainer):
     strong_fraction: float = 1.0
 
     def initialize(self):
-        if not 0.0 <= self.entropy_rampup_fraction <= 1.0:
-            raise ValueError(f"{type(self).__name__}.entropy_rampup_fraction must lie in [0, 1] (a share of "
-                             f"num_epochs), got {self.entropy_rampup_fraction}")
         super().initialize()
         self._read_and_check_supervision()
