@@ -31,7 +31,7 @@ from nnunetv2_confkd.losses import (
     partial_cross_entropy,
     pseudo_mask_cross_entropy,
 )
-from nnunetv2_confkd.weak_labels import erosion_seeds
+from nnunetv2_confkd.seeds import erosion_seeds
 
 TERMS = ("sup", "weak", "kd", "ent")
 

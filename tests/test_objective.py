@@ -21,7 +21,7 @@ from nnunetv2_confkd.losses import (
     pseudo_mask_cross_entropy,
 )
 from nnunetv2_confkd.objective import _CHOICES, TERMS, ConfKDConfig, ConfKDLoss, DeepSupervisedPartialCE
-from nnunetv2_confkd.weak_labels import erosion_seeds
+from nnunetv2_confkd.seeds import erosion_seeds
 
 CLASSES = 3
 IGNORE = 3  # nnU-Net puts the ignore label right after the last class

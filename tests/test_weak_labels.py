@@ -1,5 +1,6 @@
-"""Unit tests of :mod:`nnunetv2_confkd.weak_labels` (method.md §5): the torch :func:`erosion_seeds`, against SciPy's
-binary erosion, and the numpy weak-label simulators used by the converters."""
+"""Unit tests of the weak labels (method.md §5): the torch :func:`~nnunetv2_confkd.seeds.erosion_seeds` against SciPy's
+binary erosion, and the numpy simulators of :mod:`nnunetv2_confkd.weak_labels` used by the converters (whose
+``erosion`` kind must equal the torch seeds, so both are tested here with the same references)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from scipy import ndimage
 from scipy.ndimage import binary_erosion
 
 from nnunetv2_confkd import weak_labels
+from nnunetv2_confkd.seeds import erosion_seeds
 from nnunetv2_confkd.weak_labels import (
     BACKGROUND_BAND_VOXELS,
     WEAK_KINDS,
     annotated_voxels_per_class,
     erosion,
-    erosion_seeds,
     points,
     scribble,
     simulate_weak_label,
