@@ -125,21 +125,41 @@ def aggregate(records: list[dict]) -> list[dict]:
     return rows
 
 
+def _classes(record: dict) -> frozenset[str]:
+    return frozenset(name for name in record["label_names"].values() if name not in ("background", "ignore"))
+
+
+def _closest_to_full(records: list[dict]) -> str:
+    """The dataset with the most fully labeled training cases (ties: the first name)."""
+    return min(records, key=lambda r: (-r["supervision"]["full"], r["dataset"]))["dataset"]
+
+
 def preset_check(records: list[dict]) -> dict | None:
     """Does the preset rank the budgets? Stock nnU-Net on an all-full dataset against strong-only, seed by seed.
 
-    Valid when at least two seeds are paired, full wins every pair, and the mean margin is at least
-    ``CLEAR_MARGIN``. ``None`` when the study has no such pair of runs."""
+    Strong-only runs count only with the full runs' classes (a budget scored on the LV alone is not comparable), and
+    only those of the budget with the most full cases: the strong-only baseline closest to full supervision, the
+    hardest pair to separate. Valid when at least two seeds are paired, full wins every pair, and the mean margin is
+    at least ``CLEAR_MARGIN``. ``None`` when the study has no such pair of runs."""
     records = [r for r in records if r["evaluation"] == "test"]
-    full = {r["seed"]: run_summary(r)["mean"]["dice"] for r in records
-            if is_stock(r["method"]) and all_full(r["supervision"])}
-    strong = {r["seed"]: run_summary(r)["mean"]["dice"] for r in records
-              if r["method"].startswith("nnUNetTrainerStrongOnly")}
+    full_runs = [r for r in records if is_stock(r["method"]) and all_full(r["supervision"])]
+    if not full_runs:
+        return None
+    full_dataset = _closest_to_full(full_runs)
+    full_runs = [r for r in full_runs if r["dataset"] == full_dataset]
+    strong_runs = [r for r in records if r["method"].startswith("nnUNetTrainerStrongOnly")
+                   and _classes(r) == _classes(full_runs[0])]
+    if not strong_runs:
+        return None
+    strong_dataset = _closest_to_full(strong_runs)
+    full = {r["seed"]: run_summary(r)["mean"]["dice"] for r in full_runs}
+    strong = {r["seed"]: run_summary(r)["mean"]["dice"] for r in strong_runs if r["dataset"] == strong_dataset}
     seeds = sorted(set(full) & set(strong))
     if not seeds:
         return None
     margins = [full[s] - strong[s] for s in seeds]
-    return {"seeds": seeds, "full": [full[s] for s in seeds], "strong_only": [strong[s] for s in seeds],
+    return {"full_dataset": full_dataset, "strong_only_dataset": strong_dataset, "seeds": seeds,
+            "full": [full[s] for s in seeds], "strong_only": [strong[s] for s in seeds],
             "margins": margins, "mean_margin": statistics.fmean(margins), "clear_margin": CLEAR_MARGIN,
             "valid": len(seeds) >= 2 and all(m > 0 for m in margins) and statistics.fmean(margins) >= CLEAR_MARGIN}
 
@@ -189,7 +209,8 @@ def markdown(rows: list[dict], check: dict | None, ratio: dict | None, meta: dic
     lines.append("")
     if check is not None:
         verdict = "VALID" if check["valid"] else "NOT VALID"
-        lines += [f"**Preset check ({verdict})**: full supervision vs strong-only, mean Dice by seed: "
+        lines += [f"**Preset check ({verdict})**: full supervision ({check['full_dataset']}) vs strong-only "
+                  f"({check['strong_only_dataset']}), mean Dice by seed: "
                   + ", ".join(f"seed {s}: {f:.3f} vs {o:.3f}" for s, f, o in
                               zip(check["seeds"], check["full"], check["strong_only"], strict=True))
                   + f"; mean margin {check['mean_margin']:+.4f} (needs ≥ 2 seeds, every seed won, mean ≥ "

@@ -258,6 +258,24 @@ def test_preset_check_needs_two_seeds_each_won_by_a_clear_margin():
     assert preset_check(strong + [_record("nnUNetTrainer", s, [0.9], MIXED) for s in (0, 1)]) is None
 
 
+def test_preset_check_pairs_full_with_the_comparable_strong_only_budget_closest_to_full():
+    def on(record: dict, dataset: str, labels: dict | None = None) -> dict:
+        return {**record, "dataset": dataset, **({"label_names": labels} if labels else {})}
+
+    full = [on(_record("nnUNetTrainer", s, [0.8], FULL), "D500") for s in (0, 1)]
+    seven = [on(_record("nnUNetTrainerStrongOnly", s, [0.7], {"full": 7, "weak": 63, "unlabeled": 0}), "D501")
+             for s in (0, 1)]
+    three = [on(_record("nnUNetTrainerStrongOnly", s, [0.5], {"full": 3, "weak": 0, "unlabeled": 67}), "D502")
+             for s in (0, 1)]
+    other_classes = [on(_record("nnUNetTrainerStrongOnly", s, [0.1], {"full": 9, "weak": 61, "unlabeled": 0}), "D503",
+                        {"0": "background", "1": "RV", "2": "ignore"}) for s in (0, 1)]
+    for order in (seven + three + other_classes, other_classes + three + seven):
+        check = preset_check(full + order)
+        assert (check["full_dataset"], check["strong_only_dataset"]) == ("D500", "D501")
+        assert check["strong_only"] == pytest.approx([0.7, 0.7]) and check["mean_margin"] == pytest.approx(0.1)
+    assert preset_check(full + other_classes) is None
+
+
 def test_run_provenance_groups_records_by_command_commit_and_machine():
     sup = {"full": 1, "weak": 1, "unlabeled": 0}
     made = {"command": "confkd_benchmark -d 1", "git_commit": "abc", "cpu_model": "cpu", "cpu_count": 2}
