@@ -46,10 +46,11 @@ class NonFiniteLossError(FloatingPointError):
 class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
     """ConfKD (Liu et al., MedIA 2023): teacher on full cases, student on all, KL teacher -> student, student entropy.
 
-    Defaults (clean form, method.md §2.3): ``entropy_weight`` (against 0), ``strong_fraction`` (against 0.75) and
-    ``kd_on`` (``"strong"`` against ``"all"``) were chosen by the ACDC study's cross-validation (README, "ACDC, real
-    expert scribbles"); the others are provisional, chosen so that every term has the same order of magnitude early in
-    training on the project's synthetic dataset.
+    Defaults (clean form, method.md §2.3): ``entropy_weight`` (against 0), ``strong_fraction`` (against 0.75),
+    ``kd_on`` (``"strong"`` against ``"all"``) and ``student_strong_labels`` (``"derived_weak"`` against ``"full"``)
+    were chosen by the ACDC study's cross-validation (README, "ACDC, real expert scribbles"); the others are
+    provisional, chosen so that every term has the same order of magnitude early in training on the project's
+    synthetic dataset.
     """
 
     weak_weight: float = 1.0
