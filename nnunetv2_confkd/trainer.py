@@ -47,10 +47,11 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
     """ConfKD (Liu et al., MedIA 2023): teacher on full cases, student on all, KL teacher -> student, student entropy.
 
     Defaults (clean form, method.md §2.3): ``entropy_weight`` (against 0), ``strong_fraction`` (against 0.75),
-    ``kd_on`` (``"strong"`` against ``"all"``) and ``student_strong_labels`` (``"derived_weak"`` against ``"full"``)
-    were chosen by the ACDC study's cross-validation (README, "ACDC, real expert scribbles"); the others are
-    provisional, chosen so that every term has the same order of magnitude early in training on the project's
-    synthetic dataset.
+    ``kd_on`` (``"strong"`` against ``"all"``), ``student_strong_labels`` (``"derived_weak"`` against ``"full"``),
+    ``kd_weight`` (1.0 against 2.0) and ``weak_weight`` (1.0 against 0.5) were chosen by the ACDC study's
+    cross-validation, one challenger each (README, "ACDC, real expert scribbles"); the others (``temperature``,
+    ``kd_alpha``, ...) are provisional, chosen so that every term has the same order of magnitude early in training on
+    the project's synthetic dataset.
     """
 
     weak_weight: float = 1.0
