@@ -43,6 +43,7 @@ METHOD_LABELS = {
     "nnUNetTrainerConfKD_entropyRamp": "ConfKD, entropy ramped up over the first quarter",
     "nnUNetTrainerConfKD_kd2": "ConfKD, kd_weight 2",
     "nnUNetTrainerConfKD_weakHalf": "ConfKD, weak_weight 0.5",
+    "nnUNetTrainerConfKD_T2": "ConfKD, temperature 2",
 }
 METRICS = ("dice", "hd95", "assd", "nsd")
 CLEAR_MARGIN = 0.05  # Dice points (as a fraction) by which full supervision must beat strong-only in the preset check

@@ -30,6 +30,8 @@ from nnunetv2_confkd.variants import (
     nnUNetTrainerConfKD_strong75_cpu,
     nnUNetTrainerConfKD_studentFull,
     nnUNetTrainerConfKD_studentFull_cpu,
+    nnUNetTrainerConfKD_T2,
+    nnUNetTrainerConfKD_T2_cpu,
     nnUNetTrainerConfKD_teacherHead,
     nnUNetTrainerConfKD_weakHalf,
     nnUNetTrainerConfKD_weakHalf_cpu,
@@ -40,6 +42,8 @@ from nnunetv2_confkd.variants import (
 
 __all__ = [
     "nnUNetTrainerConfKD",
+    "nnUNetTrainerConfKD_T2",
+    "nnUNetTrainerConfKD_T2_cpu",
     "nnUNetTrainerConfKD_cpu",
     "nnUNetTrainerConfKD_decoupled",
     "nnUNetTrainerConfKD_decoupled_cpu",
