@@ -69,7 +69,8 @@ class nnUNetTrainerConfKD_weakHalf(nnUNetTrainerConfKD):
 class nnUNetTrainerConfKD_T2(nnUNetTrainerConfKD):
     """Distillation at temperature 2 (``temperature = 2.0``, the paper's value; default 1.0): both softmaxes of the
     KL term are softened and the term is scaled by T² (Hinton et al.), so the student also learns the teacher's
-    ranking of the wrong classes. Challenger of the default in the cross-validation on ACDC budget A (README)."""
+    ranking of the wrong classes. Lost to the default 1.0 in the cross-validation on ACDC budget A, by 5.2 points
+    (README)."""
     temperature = 2.0
 
 
