@@ -44,6 +44,8 @@ METHOD_LABELS = {
     "nnUNetTrainerConfKD_kd2": "ConfKD, kd_weight 2",
     "nnUNetTrainerConfKD_weakHalf": "ConfKD, weak_weight 0.5",
     "nnUNetTrainerConfKD_T2": "ConfKD, temperature 2",
+    "nnUNetTrainerConfKD_entropyWeak": "ConfKD, entropy on weak cases only",
+    "nnUNetTrainerConfKD_seeds5": "ConfKD, seeds from 5 erosions",
 }
 METRICS = ("dice", "hd95", "assd", "nsd")
 CLEAR_MARGIN = 0.05  # Dice points (as a fraction) by which full supervision must beat strong-only in the preset check
