@@ -1,14 +1,15 @@
-"""LiTS liver and tumor CT into a mixed-supervision nnU-Net dataset (method.md §4, §5, §8): ``confkd_convert_lits``.
+"""LiTS liver and tumor CT into a mixed-supervision nnU-Net dataset: ``confkd_convert_lits``.
 
-Two source layouts are recognised from ``--source``:
+The target is ``-d``/``--id`` (the new dataset id) under ``-o``/``--out`` (default ``$nnUNet_raw``). Two source
+layouts are recognised from ``-i``/``--source``:
 
 - **official** LiTS release: ``volume-N.nii`` with ``segmentation-N.nii`` (also ``.nii.gz``), searched recursively,
   so ``Training Batch 1/`` and ``Training Batch 2/`` (or any other sub-folders) may hold them. Cases are
   ``lits_NNN`` (``N`` zero-padded to three digits). Test volumes (``test-volume-N.nii``) have no public labels and
   are not read.
 - **MSD** ``Task03_Liver``: ``imagesTr/liver_N.nii.gz`` with ``labelsTr/liver_N.nii.gz``. Cases are ``liver_NNN``: the
-  MSD indices are not assumed to equal the LiTS indices (nobody checked them case by case), so the two layouts get
-  distinct names. Its ``imagesTs`` has no labels and is not read.
+  MSD indices are not assumed to equal the LiTS indices, so the two layouts get distinct names. Its ``imagesTs`` has
+  no labels and is not read.
 
 Files and folders starting with ``.`` or ``_`` (macOS ``._*``, ``__MACOSX``) are skipped. Labels: background 0,
 liver 1, tumor 2 (the writer adds ignore 3); any other value is an error naming the file. One channel, ``CT``.
@@ -25,12 +26,12 @@ the same volumes).
 2D slice (8-connected) of a weak case keeps at least one annotated voxel for erosion, points and scribble, so that no
 small tumor next to a large one silently loses its annotation (``--no-tumor-components`` treats tumor as one
 structure per slice, as the liver). Every weak case is checked against its dense segmentation before it is written
-(:func:`~nnunetv2_confkd.conversion_options.component_check`): with the policy on, a tumor component without
-annotation raises ``RuntimeError`` naming the case, and nothing is written (an existing dataset stays as it was); with
-it off, the same finding is a warning.
+(:func:`~.component_policy.component_check`): with the policy on, a tumor component without annotation raises
+``RuntimeError`` naming the case, and nothing is written (an existing dataset stays as it was); with it off, the same
+finding is a warning.
 
-**CT fingerprint trap** (nnunet_notes.md §6.3): nnU-Net's fingerprint counts ignore voxels as foreground, so the
-CTNormalization statistics (clipping percentiles, mean, std) of a mixed dataset come largely from unannotated voxels.
+**CT fingerprint trap**: nnU-Net's fingerprint counts ignore voxels as foreground, so the CTNormalization statistics
+(clipping percentiles, mean, std) of a mixed dataset come largely from unannotated voxels.
 Fix: plan on a dense twin and move the plans. ``--dense-twin-id N`` also writes that twin (same cases, split and test
 part, dense labels, every case "full"); ``main`` prints the commands at the end.
 """
@@ -43,20 +44,20 @@ import re
 from functools import partial
 from pathlib import Path
 
-from nnunetv2_confkd.checks import ConfKDInputError
-from nnunetv2_confkd.conversion import DatasetSpec, SourceCase, read_case, write_with_dense_twin
-from nnunetv2_confkd.conversion_options import (
-    HOLDOUT_SEED,
+from nnunetv2_confkd_conversion.budget import default_name, make_budget
+from nnunetv2_confkd_conversion.cases import DatasetSpec, SourceCase, read_case
+from nnunetv2_confkd_conversion.component_policy import component_check
+from nnunetv2_confkd_conversion.dense_twin import write_with_dense_twin
+from nnunetv2_confkd_conversion.holdout import HOLDOUT_SEED, split_holdout
+from nnunetv2_confkd_conversion.options import (
     add_budget_arguments,
     add_dense_twin_argument,
     add_holdout_arguments,
     budget_kwargs,
-    component_check,
-    default_name,
-    make_budget,
     run_converter,
-    split_holdout,
 )
+
+from nnunetv2_confkd.checks import ConfKDInputError
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def convert_lits(source: Path, raw_root: Path, dataset_id: int, full: float, wea
         raw_root: the ``nnUNet_raw`` folder.
         dataset_id: nnU-Net dataset id (1..999).
         full: fully labeled training volumes (patients), a count (>= 1) or a fraction (< 1).
-        weak: a kind of :data:`~nnunetv2_confkd.weak_labels.WEAK_KINDS`.
+        weak: a kind of :data:`~.weak_labels.WEAK_KINDS`.
         name: dataset name (default ``LiTS_<full>full_<weak>_s<seed>``).
         seed: seed of the full-patient draw and of the weak-label simulation.
         holdout: volumes held out as the test part, a count or a fraction (0: none).
@@ -222,9 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                "annotated voxel for erosion, points and scribble; this is checked before each case is written (error, "
                "nothing written). Each volume is treated as one patient (LiTS publishes no patient ids). CT: plan on "
                "the dense twin (--dense-twin-id), see the hint printed at the end.")
-    parser.add_argument("--source", type=Path, required=True,
-                        help="official LiTS folder (volume-N.nii/segmentation-N.nii, searched recursively) or MSD "
-                             "Task03_Liver (imagesTr/labelsTr)")
+    parser.add_argument("-i", "--source", dest="source", type=Path, required=True,
+                        help="input: official LiTS folder (volume-N.nii/segmentation-N.nii, searched recursively) "
+                             "or MSD Task03_Liver (imagesTr/labelsTr)")
     parser.add_argument("--no-tumor-components", dest="tumor_components", action="store_false",
                         help="treat tumor as one structure per slice (small tumors may lose all annotation; the "
                              "check then only warns)")

@@ -1,6 +1,6 @@
 """nnunetv2-confkd: ConfKD mixed-supervision training for nnU-Net v2.
 
-Importing the package has no side effects; trainers live in :mod:`nnunetv2_confkd.trainers`.
+Importing the package has no side effects; trainers live in :mod:`nnunetv2_confkd.training.registry`.
 """
 
 from __future__ import annotations

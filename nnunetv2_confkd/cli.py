@@ -1,6 +1,12 @@
 """Console scripts. ``confkd_train`` and ``confkd_predict`` are nnU-Net's own entry points with the package's trainer
 folder appended to ``nnUNet_extTrainer``, so no manual export is needed; ``confkd_predict_head`` predicts with a chosen
-head of a ConfKD checkpoint."""
+head of a ConfKD checkpoint.
+
+Every console script of the package spells a notion that nnU-Net has the way nnU-Net does (``-d`` dataset id, ``-c``
+configuration, ``-f`` fold, ``-tr`` trainer, ``-i``/``-o`` input and output folders, ``-device``, ``-np`` processes);
+the long forms of earlier releases stay as aliases. :func:`add_device_argument` gives every script the same device
+flag and default.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,27 @@ def with_ext_trainers(environ: dict | None = None) -> dict:
         current.append(nnunetv2_confkd.EXT_TRAINER_DIR)
     environ["nnUNet_extTrainer"] = os.pathsep.join(current)
     return environ
+
+
+DEVICES = ("cuda", "cpu", "mps")
+
+
+def default_device() -> str:
+    """``"cuda"`` where a CUDA device is visible (nnU-Net's default), else ``"cpu"``: the default of every script."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``-device`` (alias ``--device``) with the package-wide default :func:`default_device`, resolved at parse time."""
+    parser.add_argument("-device", "--device", dest="device", choices=DEVICES, default=None,
+                        help="device to train or predict on (default: cuda if available, else cpu)")
+
+
+def resolve_device(args: argparse.Namespace) -> str:
+    """The parsed ``-device``, or :func:`default_device` when it was not given."""
+    return args.device or default_device()
 
 
 def print_ext_trainer_dir() -> None:
@@ -70,14 +97,15 @@ def predict_head_main(argv: list[str] | None = None) -> None:
     parser.add_argument("-m", type=Path, required=True,
                         help="model folder, e.g. nnUNet_results/DatasetXXX/nnUNetTrainerConfKD__nnUNetPlans__2d")
     parser.add_argument("-f", default="0", help="fold (default 0)")
-    parser.add_argument("--head", choices=("student", "teacher"), default="teacher")
+    parser.add_argument("--head", choices=("student", "teacher"), default="student",
+                        help="decoder to predict with (default: student, the trainers' inference head)")
     parser.add_argument("-chk", default="checkpoint_final.pth")
-    parser.add_argument("-device", default="cuda", choices=("cuda", "cpu"))
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     with_ext_trainers()
     import torch
 
-    from nnunetv2_confkd.heads import predict_folder_with_head
+    from nnunetv2_confkd.training.heads import predict_folder_with_head
 
     fold = args.f if args.f == "all" else int(args.f)
-    predict_folder_with_head(args.m, fold, args.head, args.i, args.o, args.chk, torch.device(args.device))
+    predict_folder_with_head(args.m, fold, args.head, args.i, args.o, args.chk, torch.device(resolve_device(args)))

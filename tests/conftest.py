@@ -143,13 +143,13 @@ from nnunetv2.training.loss.compound_losses import DC_and_CE_loss  # noqa: E402
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper  # noqa: E402
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss  # noqa: E402
 
-import nnunetv2_confkd.trainers  # noqa: E402
-from nnunetv2_confkd.objective import ConfKDLoss, DeepSupervisedPartialCE  # noqa: E402
+import nnunetv2_confkd.training.registry  # noqa: E402
+from nnunetv2_confkd.training.objective import ConfKDLoss, DeepSupervisedPartialCE  # noqa: E402
 
 
 def trainer_class(name: str):
     """A trainer of the package by name (the same lookup nnU-Net does through nnUNet_extTrainer)."""
-    return getattr(nnunetv2_confkd.trainers, name)
+    return getattr(nnunetv2_confkd.training.registry, name)
 
 
 def nnunet_ds_weights(n_scales: int, ddp: bool):
@@ -242,7 +242,7 @@ def nnunet_env(root: Path) -> dict:
 @pytest.fixture(scope="session")
 def planned_dataset(tmp_path_factory) -> PlannedDataset:
     """The synthetic dataset, planned and preprocessed for 2d and 3d_fullres with nnU-Net's own console script."""
-    from nnunetv2_confkd.synthetic import SyntheticSpec, make_synthetic_dataset
+    from nnunetv2_confkd_conversion.synthetic import SyntheticSpec, make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("nnunet")
     ds = PlannedDataset(root, nnunet_env(root))

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnunetv2_confkd.annotations import AnnotationFinding, check_annotations, count_preprocessed, recorded_counts
+from nnunetv2_confkd.training.annotations import (
+    AnnotationFinding,
+    check_annotations,
+    count_preprocessed,
+    recorded_counts,
+)
 
 DATASET_JSON = {
     "labels": {"background": 0, "a": 1, "b": 2, "ignore": 3},

@@ -1,14 +1,18 @@
-"""``confkd_benchmark_cost``: the JSON schema of a tiny CPU run, and the pure helpers. No time threshold is asserted."""
+"""``confkd_benchmark_cost`` (study/benchmark_cost.py, cost_workers.py, cost_report.py): the JSON schema of a tiny CPU
+run, the flags, and the pure helpers. No time threshold is asserted."""
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
-from nnunetv2_confkd import benchmark
-from nnunetv2_confkd.provenance import busy_warning
+from nnunetv2_confkd.study import benchmark_cost
+from nnunetv2_confkd.study.cost_report import compute_ratios
+from nnunetv2_confkd.study.cost_workers import interleaved_order, worker_command
+from nnunetv2_confkd.study.provenance import busy_warning
 
 TRAINERS = ["nnUNetTrainer", "nnUNetTrainerConfKD"]
 METADATA_KEYS = {
@@ -25,7 +29,7 @@ def _positive(x) -> bool:
 
 
 def test_interleaved_order_alternates():
-    assert benchmark.interleaved_order(["A", "B"], 3) == [(0, "A"), (0, "B"), (1, "B"), (1, "A"), (2, "A"), (2, "B")]
+    assert interleaved_order(["A", "B"], 3) == [(0, "A"), (0, "B"), (1, "B"), (1, "A"), (2, "A"), (2, "B")]
 
 
 @pytest.mark.parametrize(("load", "cores", "busy"), [([1.1, 0.5, 0.2], 2, True), ([1.0, 3.0, 3.0], 2, False),
@@ -42,19 +46,21 @@ def test_busy_machine_is_warned_about_before_timing(load, cores, busy):
 def test_ratios_against_targets(time, memory, met):
     results = [{"trainer": "nnUNetTrainer", "median_step_s": 2.0, "peak_memory_mb": 100.0},
                {"trainer": "X", "median_step_s": 2.0 * time, "peak_memory_mb": 100.0 * memory}]
-    ratios = benchmark.compute_ratios(results)
+    ratios = compute_ratios(results)
     assert ratios["baseline"] == "nnUNetTrainer"
     assert ratios["nnUNetTrainer"]["time"] == ratios["nnUNetTrainer"]["memory"] == 1.0
     assert ratios["X"]["time"] == pytest.approx(time) and ratios["X"]["memory"] == pytest.approx(memory)
     assert (ratios["X"]["time_met"], ratios["X"]["memory_met"]) == met
 
 
+@pytest.mark.slow
 def test_cpu_smoke_json_schema(tmp_path, capsys):
     out = tmp_path / "cost.json"
-    benchmark.main(["--workdir", str(tmp_path / "work"), "--device", "cpu", "--steps", "2", "--repeats", "2",
-                    "--warmup", "1", "--batch-size", "2", "--patch-size", "32", "32", "--out", str(out),
-                    # one thread: on a CPU shared with other jobs, oversubscribed OpenMP threads slow steps many-fold
-                    "--threads", "1"])
+    benchmark_cost.main(["--workdir", str(tmp_path / "work"), "-device", "cpu", "--steps", "2", "--repeats", "2",
+                         "--warmup", "1", "--batch-size", "2", "--patch-size", "32", "32", "-o", str(out),
+                         # one thread: on a CPU shared with other jobs, oversubscribed OpenMP threads slow steps
+                         # many-fold
+                         "--threads", "1"])
     report = json.loads(out.read_text())
     assert set(report) == {"metadata", "results", "ratios"}
     meta = report["metadata"]
@@ -64,6 +70,10 @@ def test_cpu_smoke_json_schema(tmp_path, capsys):
     assert (meta["steps"], meta["repeats"], meta["warmup"]) == (2, 2, 1)
     assert isinstance(meta["device_name"], str) and meta["device_name"]
     assert meta["torch_threads"] == 1
+    # the command names the report's folder as "." and the work folder relative to it
+    assert meta["command"] == ("confkd_benchmark_cost --workdir work -device cpu --steps 2 --repeats 2 --warmup 1 "
+                               "--batch-size 2 --patch-size 32 32 -o cost.json --threads 1")
+    assert str(tmp_path) not in out.read_text()
     assert [r["trainer"] for r in report["results"]] == TRAINERS
     for r in report["results"]:
         assert RESULT_KEYS <= set(r)
@@ -78,3 +88,30 @@ def test_cpu_smoke_json_schema(tmp_path, capsys):
     assert _positive(ratios["nnUNetTrainerConfKD"]["time"]) and _positive(ratios["nnUNetTrainerConfKD"]["memory"])
     assert isinstance(ratios["nnUNetTrainerConfKD"]["time_met"], bool)
     assert "| nnUNetTrainerConfKD |" in capsys.readouterr().out
+
+
+def test_flags_follow_nnunet_with_the_long_forms_as_aliases(monkeypatch):
+    short = benchmark_cost.parse_args(["-d", "992", "-c", "3d_fullres", "-tr", "A", "B", "A", "-device", "cpu",
+                                       "-o", "r.json", "-np", "4"])
+    long = benchmark_cost.parse_args(["--dataset-id", "992", "--config", "3d_fullres", "--trainers", "A", "B",
+                                      "--device", "cpu", "--out", "r.json", "-np", "4"])
+    for args in (short, long):
+        assert (args.dataset_id, args.config, args.trainers, args.device, args.out, args.np) == (
+            992, "3d_fullres", ["A", "B"], "cpu", Path("r.json"), 4)
+    import torch
+
+    for available, device in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda available=available: available)
+        assert benchmark_cost.parse_args([]).device == device
+
+
+def test_worker_command_is_parsed_back_by_the_worker():
+    args = benchmark_cost.parse_args(["-c", "2d", "-device", "cpu", "--steps", "3", "--warmup", "1",
+                                      "--batch-size", "2", "--patch-size", "32", "48", "--threads", "1"])
+    cmd = worker_command(args, "nnUNetTrainerConfKD", Path("/pre/D"), Path("/w/r.json"))
+    assert cmd[1:3] == ["-m", "nnunetv2_confkd.study.benchmark_cost"]
+    worker = benchmark_cost.parse_args(cmd[3:])
+    assert (worker.worker_trainer, worker.worker_preprocessed, worker.worker_out) == (
+        "nnUNetTrainerConfKD", "/pre/D", "/w/r.json")
+    assert (worker.config, worker.device, worker.steps, worker.warmup, worker.seed) == ("2d", "cpu", 3, 1, args.seed)
+    assert (worker.batch_size, worker.patch_size, worker.threads) == (2, [32, 48], 1)

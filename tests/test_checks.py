@@ -116,14 +116,15 @@ _manifest = st.one_of(
        ignore=st.sampled_from([None, 2]),
        split=st.tuples(st.lists(st.sampled_from(CASES), max_size=4), st.lists(st.sampled_from(CASES), max_size=3)))
 def test_any_broken_dataset_json_gives_a_clear_error_or_passes(dataset_json, ignore, split):
-    """Property: on arbitrary JSON the checks either accept it or raise ConfKDInputError, never anything else."""
+    """Property: on arbitrary JSON the checks either accept it or raise ConfKDInputError naming the file to fix,
+    never anything else."""
     try:
         check_dataset_json(dataset_json)
         manifest = check_manifest(dataset_json, CASES)
         check_ignore_label(manifest, ignore)
         check_split(manifest, *split)
     except ConfKDInputError as e:
-        assert str(e)
+        assert "dataset.json" in str(e) or "splits_final.json" in str(e), str(e)
     else:
         assert set(manifest) == set(CASES) and set(manifest.values()) <= {"full", "weak", "unlabeled"}
 

@@ -1,7 +1,8 @@
-"""The shared conversion machinery, tested once here: the writer (nnunetv2_confkd/conversion.py: levels, splits, the
-``verify`` hook, overwrite, the dense twin) and the budget options (nnunetv2_confkd/conversion_options.py: parsing,
-held-out draw, names, simulator parameters, the component check, the command-line helpers). Sources are tiny
-in-memory cases; everything is written under tmp_path."""
+"""The shared conversion machinery, tested once here: writing a dataset (``writer``, ``splits``, ``case_writer``:
+levels, splits, the ``verify`` hook, overwrite; ``dense_twin``) and what a converter is asked for (``amounts``,
+``budget``, ``holdout``, ``component_policy``, ``options``, ``reporting``: parsing, held-out draw, names, simulator
+parameters, the component check, the command-line helpers). Sources are tiny in-memory cases; everything is written
+under tmp_path."""
 
 from __future__ import annotations
 
@@ -14,39 +15,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from nnunetv2_confkd.checks import ConfKDInputError
-from nnunetv2_confkd.conversion import (
-    TEST,
-    Budget,
-    CaseData,
-    DatasetSpec,
-    SourceCase,
-    check_output,
-    read_case,
-    twin_folder,
-    write_mixed_dataset,
-    write_with_dense_twin,
-)
-from nnunetv2_confkd.conversion_options import (
-    HOLDOUT_SEED,
+from nnunetv2_confkd_conversion.amounts import parse_full, parse_holdout, parse_unlabeled
+from nnunetv2_confkd_conversion.budget import Budget, default_name, effective_params, make_budget
+from nnunetv2_confkd_conversion.cases import TEST, CaseData, DatasetSpec, SourceCase, read_case
+from nnunetv2_confkd_conversion.component_policy import component_check, lost_components
+from nnunetv2_confkd_conversion.dense_twin import twin_folder, write_with_dense_twin
+from nnunetv2_confkd_conversion.holdout import HOLDOUT_SEED, choose_holdout, split_holdout
+from nnunetv2_confkd_conversion.options import (
     add_budget_arguments,
     add_dense_twin_argument,
     add_holdout_arguments,
-    choose_holdout,
-    component_check,
-    default_name,
-    effective_params,
-    lost_components,
-    make_budget,
-    parse_full,
-    parse_holdout,
-    parse_unlabeled,
-    report,
     run_converter,
-    split_holdout,
     weak_params_from,
 )
+from nnunetv2_confkd_conversion.reporting import report
+from nnunetv2_confkd_conversion.writer import check_output, write_mixed_dataset
+
+from nnunetv2_confkd.checks import ConfKDInputError
 
 SHAPE = (3, 16, 16)  # numpy (z, y, x)
 SPACING = (1.0, 1.0, 2.0)  # SimpleITK (x, y, z)
@@ -406,6 +391,12 @@ def test_budget_arguments():
     assert weak_params_from(args) == {"width_mm": 2.0, "erode": 0}
 
 
+@pytest.mark.parametrize("argv", [["-d", "3", "-o", "raw"], ["--id", "3", "--out", "raw"]])
+def test_dataset_id_and_output_flags_follow_nnunet_and_keep_their_long_forms(argv):
+    args = parser().parse_args([*argv, "--full", "1", "--weak", "points"])
+    assert (args.id, args.out) == (3, Path("raw"))
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--full", "1.5"], "argument --full: --full must be a positive integer"),
     (["--full", "1", "--holdout", "-2"], "argument --holdout: --holdout must be 0,"),
@@ -439,7 +430,7 @@ def test_run_converter(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("nnUNet_raw")
     with pytest.raises(SystemExit):
         run_converter(parser(), ["--id", "9", "--full", "2", "--weak", "points"], convert)
-    assert "give --out or set nnUNet_raw" in capsys.readouterr().err and len(calls) == 2
+    assert "give -o/--out or set nnUNet_raw" in capsys.readouterr().err and len(calls) == 2
 
 
 def test_report_hints_ct_only(tmp_path):

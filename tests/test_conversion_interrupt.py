@@ -3,7 +3,7 @@ leaves neither a partial ``DatasetNNN_Name`` nor a ``splits_final.json``, an exi
 ``overwrite=True`` stays complete and unchanged, and the next conversion removes the stale temporary folder and writes
 exactly what an uninterrupted conversion writes.
 
-The killed conversion runs :func:`nnunetv2_confkd.conversion.write_mixed_dataset` in a subprocess (its own process
+The killed conversion runs :func:`~.writer.write_mixed_dataset` in a subprocess (its own process
 group) on synthetic cases whose ``read()`` sleeps; it is killed once its hidden temporary folder holds a written label.
 """
 
@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nnunetv2_confkd_conversion import atomic_output
+from nnunetv2_confkd_conversion.budget import Budget
+from nnunetv2_confkd_conversion.cases import DatasetSpec, SourceCase
+from nnunetv2_confkd_conversion.synthetic import LABELS, _source_case, make_case
+from nnunetv2_confkd_conversion.writer import write_mixed_dataset
 
-from nnunetv2_confkd import conversion
 from nnunetv2_confkd.checks import ConfKDInputError
-from nnunetv2_confkd.conversion import Budget, DatasetSpec, SourceCase, write_mixed_dataset
-from nnunetv2_confkd.synthetic import LABELS, _source_case, make_case
 
 DATASET_ID = 321
 NAME = "Interrupt"
@@ -177,7 +179,7 @@ def test_interrupt_between_the_renames_of_an_overwrite_keeps_the_existing_datase
             raise KeyboardInterrupt
         return real_replace(src, dst)
 
-    monkeypatch.setattr(conversion.os, "replace", interrupted_replace)
+    monkeypatch.setattr(atomic_output.os, "replace", interrupted_replace)
     with pytest.raises(KeyboardInterrupt):
         convert(raw, None, seed=1, overwrite=True)
     monkeypatch.undo()

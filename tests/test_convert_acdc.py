@@ -1,6 +1,6 @@
-"""The ACDC converter (dataset_conversion/acdc.py) on fabricated official-layout and HDF5 trees, and on the real
-WSL4MIS copy when it is present. Everything is written under tmp_path. What every converter shares (budget checks,
-names, overwrite, determinism, error exit of main) is tested once in test_conversion.py."""
+"""The ACDC converter (dataset_conversion/acdc.py, acdc_layouts.py) on fabricated official-layout and HDF5 trees, and
+on the real WSL4MIS copy when it is present. Everything is written under tmp_path. What every converter shares (budget
+checks, names, overwrite, determinism, error exit of main) is tested once in test_conversion.py."""
 
 from __future__ import annotations
 
@@ -138,6 +138,7 @@ def test_official_dataset_json_and_manifest(erosion_dataset):
     assert set(dj["supervision"]) == train_cases == {p.name[:-7] for p in (folder / "labelsTr").iterdir()}
     assert dj["numTraining"] == len(train_cases) == 8
     assert dj["weak_label"]["kind"] == "erosion" and dj["weak_label"]["params"] == {"iterations": 10}
+    assert dj["weak_label"]["background_annotated"] is False  # the paper's seeds are foreground only
     full_patients = {c.split("_")[0] for c, lvl in dj["supervision"].items() if lvl == "full"}
     assert len(full_patients) == 2
     for case, level in dj["supervision"].items():  # both frames of a full patient are full, all others weak
@@ -233,7 +234,7 @@ def test_official_background_annotation(official, tmp_path):
     folder = acdc.convert_acdc(official, tmp_path, 13, 1, "points", holdout=2, background=True)
     dj = dataset_json(folder)
     weak = [c for c, lvl in dj["supervision"].items() if lvl == "weak"]
-    assert dj["weak_label"]["background"] is True
+    assert dj["weak_label"]["background"] is True and dj["weak_label"]["background_annotated"] is True
     assert all((read(folder / "labelsTr" / f"{c}.nii.gz") == 0).any() for c in weak)
 
 
@@ -279,8 +280,8 @@ def test_lv_only(official, tmp_path):
 
 
 def test_main_prints_summary(official, tmp_path, capsys):
-    acdc.main(["--source", str(official), "--out", str(tmp_path / "raw"), "--preprocessed", str(tmp_path / "pre"),
-               "--id", "18", "--full", "0.5", "--weak", "points", "--points", "4", "--holdout", "2"])
+    acdc.main(["-i", str(official), "-o", str(tmp_path / "raw"), "--preprocessed", str(tmp_path / "pre"),
+               "-d", "18", "--full", "0.5", "--weak", "points", "--points", "4", "--holdout", "2"])
     out = capsys.readouterr().out
     assert out.startswith("Dataset018_ACDC_0p5full_points_s0: full 4, weak 4, unlabeled 0 cases")
     assert "weak cases, annotated share of each class" in out
@@ -294,6 +295,7 @@ def test_holdout_flag(value, expected):
                                            "--holdout", value])
     assert args.holdout == expected and acdc.build_parser().parse_args(args=[
         "--source", "x", "--id", "1", "--full", "1", "--weak", "expert"]).holdout is None
+    assert (args.source, args.id) == (Path("x"), 1)  # the long forms of -i and -d
 
 
 def test_verify_dataset_integrity_fabricated(erosion_dataset):

@@ -171,16 +171,16 @@ def test_msd_layout_and_nnunet_integrity(tmp_path):
 
 
 def _drop_tumor(monkeypatch) -> None:
-    import nnunetv2_confkd.conversion as conversion
+    import nnunetv2_confkd_conversion.case_writer as case_writer
 
-    original = conversion.simulate_weak_label
+    original = case_writer.simulate_weak_label
 
     def broken(kind, dense, spacing, rng, ignore_label, **kwargs):
         weak = original(kind, dense, spacing, rng, ignore_label, **kwargs)
         weak[weak == 2] = ignore_label
         return weak
 
-    monkeypatch.setattr(conversion, "simulate_weak_label", broken)
+    monkeypatch.setattr(case_writer, "simulate_weak_label", broken)
 
 
 def test_tumor_check_raises_and_keeps_the_previous_dataset(official, tmp_path, monkeypatch):
@@ -241,8 +241,8 @@ def test_bad_source_names_the_file(tmp_path, problem):
 
 
 def test_main_with_dense_twin(official, tmp_path, capsys):
-    lits.main(["--source", str(official[0]), "--out", str(tmp_path / "raw"), "--preprocessed", str(tmp_path / "pre"),
-               "--id", "502", "--full", "1", "--weak", "points", "--points", "1", "--holdout", "0.25",
+    lits.main(["-i", str(official[0]), "-o", str(tmp_path / "raw"), "--preprocessed", str(tmp_path / "pre"),
+               "-d", "502", "--full", "1", "--weak", "points", "--points", "1", "--holdout", "0.25",
                "--dense-twin-id", "503"])
     out = capsys.readouterr().out
     mixed = tmp_path / "raw" / "Dataset502_LiTS_1full_points_s0"
@@ -256,3 +256,10 @@ def test_main_with_dense_twin(official, tmp_path, capsys):
         index = int(case[-3:])
         dense = read(official[0] / f"Training Batch {1 if index < N_VOLUMES // 2 else 2}" / f"segmentation-{index}.nii")
         np.testing.assert_array_equal(read(path), dense)
+
+
+@pytest.mark.parametrize("argv", [["-i", "src", "-d", "7", "-o", "raw"],
+                                  ["--source", "src", "--id", "7", "--out", "raw"]])
+def test_input_id_and_output_flags(argv):
+    args = lits.build_parser().parse_args([*argv, "--full", "1", "--weak", "points"])
+    assert (args.source, args.id, args.out) == (Path("src"), 7, Path("raw"))

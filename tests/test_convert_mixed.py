@@ -141,17 +141,37 @@ def test_unlabeled_with_holdout_fraction(tmp_path):
     assert len(list((folder / "labelsTs").iterdir())) == 2
 
 
-def test_main_resolves_dataset_id_and_overwrite(tmp_path, monkeypatch, capsys):
+def test_main_resolves_the_source_id_and_overwrite(tmp_path, monkeypatch, capsys):
     raw = tmp_path / "raw"
     make_source(raw, dataset_id=10)
     monkeypatch.setenv("nnUNet_raw", str(raw))
     monkeypatch.delenv("nnUNet_preprocessed", raising=False)
-    argv = ["-d", "10", "--id", "30", "--full", "2", "--weak", "points", "--groups", GROUPS]
+    argv = ["-s", "10", "-d", "30", "--full", "2", "--weak", "points", "--groups", GROUPS]
     mixed.main(argv)
     assert "full 4, weak 6, unlabeled 0 cases" in capsys.readouterr().out
     mixed.main([*argv, "--overwrite", "--seed", "1", "--name", "Toy_2full_points_s0", "--points", "2"])
     weak_label = json.loads((raw / "Dataset030_Toy_2full_points_s0" / "dataset.json").read_text())["weak_label"]
     assert weak_label["seed"] == 1 and weak_label["params"]["k"] == 2
+
+
+def test_main_takes_the_source_folder_and_the_long_flags(tmp_path, monkeypatch, capsys):
+    source, _ = make_source(tmp_path / "src", dataset_id=10, patients=3)
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    mixed.main(["--source", str(source), "--id", "31", "--out", str(tmp_path / "raw"), "--full", "1",
+                "--weak", "points"])
+    assert capsys.readouterr().out.startswith("Dataset031_Toy_1full_points_s0: full 1, weak 5, unlabeled 0 cases")
+    with pytest.raises(SystemExit) as exit_info:  # a dataset id to look up, but no nnUNet_raw to look it up in
+        mixed.main(["-s", "10", "-d", "32", "-o", str(tmp_path / "raw"), "--full", "1", "--weak", "points"])
+    assert exit_info.value.code == 2 and "-s 10: not a folder; set nnUNet_raw" in capsys.readouterr().err
+
+
+def test_d_is_the_new_dataset_id_not_the_source(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        mixed.build_parser().parse_args(["-d", "10", "--full", "1", "--weak", "points"])
+    assert exit_info.value.code == 2 and "-s/--source" in capsys.readouterr().err
+    args = mixed.build_parser().parse_args(["-s", "4", "-d", "10", "--full", "1", "--weak", "points"])
+    assert (args.source, args.id) == ("4", 10)
 
 
 def _unmatched(source: Path) -> dict:

@@ -1,4 +1,4 @@
-"""Two-process CPU DDP (gloo) training steps of the dual network with the ConfKD objective (nnunet_notes.md §8).
+"""Two-process CPU DDP (gloo) training steps of the dual network with the ConfKD objective.
 
 nnU-Net wraps the network in ``DistributedDataParallel`` with ``find_unused_parameters=False``: every parameter of both
 decoders, every ``seg_layer`` included, needs a gradient in every step on every rank, whatever the batch composition.
@@ -141,6 +141,7 @@ def ddp_results(tmp_path_factory) -> list[dict]:
     return _spawn(tmp_path_factory.mktemp("ddp"), TRAINER_NAMES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer_name", TRAINER_NAMES)
 def test_ddp_steps_give_every_parameter_the_same_gradient_on_every_rank(ddp_results, trainer_name):
     per_rank = [r[trainer_name] for r in ddp_results]
@@ -160,8 +161,9 @@ def test_ddp_steps_give_every_parameter_the_same_gradient_on_every_rank(ddp_resu
         assert per_rank[0]["steps"][step]["grad_norm"] == pytest.approx(per_rank[1]["steps"][step]["grad_norm"])
 
 
+@pytest.mark.slow
 def test_ddp_negative_control_skipped_teacher_term_raises(tmp_path):
-    """The teacher term left out by a Python ``if`` on step 0: DDP raises at the next forward (nnunet_notes.md §8)."""
+    """The teacher term left out by a Python ``if`` on step 0: DDP raises at the next forward."""
     results = _spawn(tmp_path, ["nnUNetTrainerConfKD"], skip_teacher_at=0)
     for rank, per_trainer in enumerate(results):
         result = per_trainer["nnUNetTrainerConfKD"]

@@ -17,6 +17,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+pytestmark = pytest.mark.slow
+
 SMOKE = "nnUNetTrainerConfKD_smoke"
 EPOCHS = 3  # SmokeSchedule.schedule_epochs
 
@@ -95,7 +97,7 @@ def test_resume_after_sigkill_continues_the_schedule_and_the_term_logs(trained_2
 def test_load_checkpoint_restores_both_heads_and_the_optimizer(trained_2d, nnunet_paths):
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
-    from nnunetv2_confkd.trainers import nnUNetTrainerConfKD_smoke
+    from nnunetv2_confkd.training.registry import nnUNetTrainerConfKD_smoke
 
     plans = load_json(str(nnunet_paths.preprocessed / "nnUNetPlans.json"))
     plans["continue_training"] = True
@@ -110,6 +112,21 @@ def test_load_checkpoint_restores_both_heads_and_the_optimizer(trained_2d, nnune
     restored = trainer.optimizer.state_dict()["state"]
     assert restored and all(torch.equal(restored[i]["momentum_buffer"], s["momentum_buffer"])
                             for i, s in snapshot["optimizer_state"]["state"].items())
+
+
+def _foreground_mean_dice(reference_folder, prediction_folder) -> float:
+    """nnU-Net's ``foreground_mean`` Dice computed independently: per class the mean over cases (a case where
+    reference and prediction both lack the class does not count), then the mean over classes 1-3."""
+    per_class = {c: [] for c in (1, 2, 3)}
+    for p in sorted(prediction_folder.glob("*.nii.gz")):
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(reference_folder / p.name)))
+        for c, values in per_class.items():
+            tp = np.sum((pred == c) & (ref == c))
+            fp, fn = np.sum((pred == c) & (ref != c)), np.sum((pred != c) & (ref == c))
+            if tp + fp + fn:
+                values.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean([np.mean(v) for v in per_class.values()]))
 
 
 def test_predict_and_evaluate_with_nnunet_commands_and_both_heads(trained_2d, tmp_path):
@@ -129,10 +146,30 @@ def test_predict_and_evaluate_with_nnunet_commands_and_both_heads(trained_2d, tm
             values = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(p)))).tolist())
             assert values <= {0, 1, 2, 3}  # never the ignore label
         dice[name] = json.loads((folder / "summary.json").read_text())["foreground_mean"]["Dice"]
-    assert all(0.0 <= d <= 1.0 for d in dice.values())
+        assert dice[name] == pytest.approx(_foreground_mean_dice(ds.raw / "labelsTs", folder), abs=1e-6)
     a = sitk.GetArrayFromImage(sitk.ReadImage(str(sorted(student.glob("*.nii.gz"))[0])))
     b = sitk.GetArrayFromImage(sitk.ReadImage(str(sorted(teacher.glob("*.nii.gz"))[0])))
     assert not np.array_equal(a, b), "the two heads are distinct decoders and should not predict identically"
+
+
+def test_pseudo_labels_from_the_teacher_turn_unlabeled_cases_into_weak_ones(trained_2d):
+    ds = trained_2d.ds
+    ds.run("confkd_pseudo_label", "-s", "990", "-d", "993", "-m", str(model_folder(ds)), "-f", "0", "--head", "teacher",
+           "-t", "0.5", "-device", "cpu")
+    target = Path(ds.env["nnUNet_raw"]) / "Dataset993_ConfKDSynthetic_pseudo0.5"
+    source_json = json.loads((ds.raw / "dataset.json").read_text())
+    dataset_json = json.loads((target / "dataset.json").read_text())
+    unlabeled = sorted(c for c, level in source_json["supervision"].items() if level == "unlabeled")
+    assert unlabeled and dataset_json["weak_label"]["kind"] == "pseudo"
+    assert dataset_json["weak_label"]["model"].startswith("$nnUNet_results/Dataset990_ConfKDSynthetic/")
+    for case in unlabeled:
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(target / "labelsTr" / f"{case}.nii.gz")))
+        annotated = int(np.sum(label != 4))
+        assert annotated == dataset_json["weak_label"]["annotated_voxels"][case]
+        assert dataset_json["supervision"][case] == ("weak" if annotated else "unlabeled")
+    assert any(dataset_json["supervision"][c] == "weak" for c in unlabeled)  # a 0.5 threshold keeps most voxels
+    ds.run("nnUNetv2_plan_and_preprocess", "-d", "993", "-c", "2d", "-np", "1", "-npfp", "1",
+           "--verify_dataset_integrity")
 
 
 def test_3d_fullres_trains_with_the_same_code(planned_dataset):

@@ -1,4 +1,4 @@
-"""Tests of nnunetv2_confkd.evaluation: closed forms, empty-mask conventions, nnU-Net Dice and a medpy cross-check."""
+"""Tests of the evaluation module: closed forms, empty-mask conventions, nnU-Net Dice and a medpy cross-check."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 from scipy.ndimage import gaussian_filter
 
-from nnunetv2_confkd.evaluation import CaseMetrics, case_metrics, evaluate_folder, summarize
+from nnunetv2_confkd.study.evaluation import CaseMetrics, case_metrics, evaluate_folder, summarize
 
 medpy_binary = pytest.importorskip("medpy.metric.binary")
 # medpy's directed surface distances (a module-level helper; its leading underscores are not name-mangled)
@@ -116,6 +116,23 @@ def test_one_empty_convention(empty_side):
     m = _one(ref, pred, (1.0, 1.0))
     assert m.dice == 0.0 and m.nsd == 0.0
     assert math.isnan(m.hd95) and math.isnan(m.assd)
+
+
+def test_dice_and_counts_of_partially_overlapping_labels():
+    """Dice by hand: label 1, two 4x4 squares one row apart, overlap 3x4 -> 2*12/(16+16); label 2, a 3x3 square and
+    its top 2x3 -> 2*6/(9+6); label 3 empty in both -> 1; label 4 only predicted -> 0."""
+    ref, pred = np.zeros((12, 12), dtype=np.uint8), np.zeros((12, 12), dtype=np.uint8)
+    ref[2:6, 2:6] = 1
+    pred[3:7, 2:6] = 1
+    ref[7:10, 7:10] = 2
+    pred[7:9, 7:10] = 2
+    pred[0, 0:2] = 4
+    results = case_metrics(ref, pred, (1.0, 1.0), [1, 2, 3, 4], 1.0)
+    assert [(r.label, r.dice, r.n_ref, r.n_pred) for r in results] == [
+        (1, 24 / 32, 16, 16), (2, 12 / 15, 9, 6), (3, 1.0, 0, 0), (4, 0.0, 0, 2)]
+    # swapping reference and prediction leaves Dice unchanged and swaps the counts
+    swapped = case_metrics(pred, ref, (1.0, 1.0), [1, 2, 3, 4], 1.0)
+    assert [(r.dice, r.n_ref, r.n_pred) for r in swapped] == [(r.dice, r.n_pred, r.n_ref) for r in results]
 
 
 def test_multilabel_and_input_validation():
@@ -238,6 +255,9 @@ def test_evaluate_folder_spacing_order_and_errors(tmp_path):
     assert [(r.case, r.label) for r in results] == [("case_a", 1), ("case_a", 2)]
     assert results[0].hd95 == pytest.approx(6.0) and results[0].assd == pytest.approx(6.0)
     assert results[0].nsd == 1.0 and results[1].dice == 1.0
+    # the 7x7 plate and its shifted copy do not overlap: Dice 0, 49 voxels each; label 2 is empty in both
+    assert (results[0].dice, results[0].n_ref, results[0].n_pred) == (0.0, 49, 49)
+    assert (results[1].n_ref, results[1].n_pred) == (0, 0)
 
     _write(ref, ref_dir / "case_b.nii.gz", spacing_xyz)
     with pytest.raises(FileNotFoundError, match="case_b.nii.gz"):

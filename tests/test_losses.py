@@ -1,4 +1,4 @@
-"""Unit tests of the pure loss terms in :mod:`nnunetv2_confkd.losses` (method.md §2.2-2.3, style.md §10)."""
+"""Unit tests of the pure loss terms in :mod:`~.training.losses`: closed forms, shapes, gradients, precision."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnunetv2_confkd.losses import (
+from nnunetv2_confkd.training.losses import (
     connected_zero,
     entropy,
     entropy_map,
@@ -373,7 +373,7 @@ def test_connected_zero_reaches_every_tensor():
     assert torch.equal(a.grad, torch.zeros_like(a)) and torch.equal(b.grad, torch.zeros_like(b))
 
 
-# --- the released script's arithmetic (method.md §2.3) ---------------------------------------------------------------
+# --- the arithmetic of the authors' released script ---------------------------------------------------------------
 
 
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
@@ -415,7 +415,8 @@ def test_legacy_kl_is_kl_student_teacher_divided_by_c():
 
 
 def test_legacy_kl_with_two_classes_at_t2_is_bounded_per_pixel():
-    """method.md §2.3 quirk 1: with K = 2 and T = 2 the per-pixel KL (summed over classes) is at most ~0.12 nats."""
+    """The released script's double softmax: with K = 2 and T = 2 the per-pixel KL (summed over classes) is at
+    most ~0.12 nats."""
     temperature, classes = 2.0, 2
     z_t = 100.0 * torch.randn(64, classes, 1, 1)
     z_s = 100.0 * torch.randn(64, classes, 1, 1)

@@ -1,4 +1,4 @@
-"""The dual-decoder network as nnU-Net builds it (style.md §7, nnunet_notes.md §3-4): outputs, heads, shared encoder,
+"""The dual-decoder network as nnU-Net builds it: outputs, heads, shared encoder,
 parameter count, state-dict round trip into the predictor's network and prediction through ``nnUNetPredictor``."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from conftest import DATASET_JSON, NUM_CLASSES, NUM_INPUT_CHANNELS, PLAN_KINDS, 
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_confkd.network import DualDecoderUNet, DualOutput, count_parameters
-from nnunetv2_confkd.trainer import nnUNetTrainerConfKD
-from nnunetv2_confkd.variants import nnUNetTrainerConfKD_teacherHead
+from nnunetv2_confkd.training.network import DualDecoderUNet, DualOutput, count_parameters
+from nnunetv2_confkd.training.trainer import nnUNetTrainerConfKD
+from nnunetv2_confkd.training.variants import nnUNetTrainerConfKD_teacherHead
 
 TRAINERS = (nnUNetTrainerConfKD, nnUNetTrainerConfKD_teacherHead)
 BATCH = 3
@@ -156,7 +156,7 @@ def test_state_dict_loads_strictly_into_the_predictor_network(kind, trainer_clas
     optimizer.step()
     state = net.state_dict()
 
-    # how nnUNetPredictor.initialize_from_trained_model_folder builds and loads the network (nnunet_notes.md §4)
+    # how nnUNetPredictor.initialize_from_trained_model_folder builds and loads the network
     torch.manual_seed(123)
     loaded = trainer_class.build_network_architecture(pm, cm, NUM_INPUT_CHANNELS, NUM_CLASSES,
                                                       enable_deep_supervision=False)

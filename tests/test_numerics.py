@@ -6,10 +6,9 @@ objective is built exactly as ``nnUNetTrainerConfKD.initialize`` builds it on a 
 with ``ddp=False`` and the non-DDP deep-supervision weights, the last scale weighted 0).
 
 Zero strong cases: the trainer never composes such a batch (``strong_count`` is at least 1, ``compose_batch`` and
-``check_split`` refuse a training split without a full case), yet the loss module must stay finite there. The network
-itself cannot run the teacher decoder on 0 rows (torch's instance norm rejects an empty batch, see
-``test_network_cannot_run_the_teacher_on_zero_rows``), so those batches feed the loss a teacher output list of 0-row
-tensors sliced from a teacher pass over the whole batch (still part of the autograd graph).
+``check_split`` refuse a training split without a full case), yet the loss module must stay finite there: the network
+returns 0-row teacher outputs that stay in the autograd graph (``test_network_runs_the_teacher_on_zero_rows``), and
+the loss is fed such outputs.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from conftest import (
     trainer_confkd_loss,
 )
 
-from nnunetv2_confkd.losses import (
+from nnunetv2_confkd.training.losses import (
     entropy,
     kl_divergence,
     legacy_entropy,
@@ -35,8 +34,8 @@ from nnunetv2_confkd.losses import (
     partial_cross_entropy,
     pseudo_mask_cross_entropy,
 )
-from nnunetv2_confkd.objective import TERMS
-from nnunetv2_confkd.trainer import nnUNetTrainerConfKD
+from nnunetv2_confkd.training.objective import TERMS
+from nnunetv2_confkd.training.trainer import nnUNetTrainerConfKD
 
 TRAINER_NAMES = ("nnUNetTrainerConfKD", "nnUNetTrainerConfKD_legacy", "nnUNetTrainerConfKD_pseudoMask",
                  "nnUNetTrainerConfKD_pseudoMaskTeacher", "nnUNetTrainerConfKD_noKD")

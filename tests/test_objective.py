@@ -1,4 +1,4 @@
-"""Unit tests of the ConfKD composer :mod:`nnunetv2_confkd.objective` (method.md §2.2-2.4, style.md §10)."""
+"""Unit tests of the ConfKD composer :mod:`~.training.objective`: terms, masks, switches, stop-gradients."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-from nnunetv2_confkd.losses import (
+from nnunetv2_confkd.training.losses import (
     connected_zero,
     entropy,
     kl_divergence,
@@ -20,8 +20,8 @@ from nnunetv2_confkd.losses import (
     partial_cross_entropy,
     pseudo_mask_cross_entropy,
 )
-from nnunetv2_confkd.objective import _CHOICES, TERMS, ConfKDConfig, ConfKDLoss, DeepSupervisedPartialCE
-from nnunetv2_confkd.seeds import erosion_seeds
+from nnunetv2_confkd.training.objective import _CHOICES, TERMS, ConfKDConfig, ConfKDLoss, DeepSupervisedPartialCE
+from nnunetv2_confkd.training.seeds import erosion_seeds
 
 CLASSES = 3
 IGNORE = 3  # nnU-Net puts the ignore label right after the last class
@@ -30,7 +30,7 @@ IGNORE = 3  # nnU-Net puts the ignore label right after the last class
 def make_config(**switches) -> ConfKDConfig:
     """The trainer's defaults (the one place they live), with the student seeing the targets as given on strong cases
     unless a test asks otherwise, so that direct computations below can use the raw targets."""
-    from nnunetv2_confkd.trainer import nnUNetTrainerConfKD
+    from nnunetv2_confkd.training.trainer import nnUNetTrainerConfKD
 
     return replace(nnUNetTrainerConfKD.confkd_config(IGNORE), **{"student_strong_labels": "full", **switches})
 # highest resolution first, non-square, as nnU-Net's deep-supervision outputs

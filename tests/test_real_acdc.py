@@ -13,11 +13,14 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunetv2_confkd.supervision import full_mask
-from nnunetv2_confkd.trainers import nnUNetTrainerConfKD_smoke
+from nnunetv2_confkd.training.registry import nnUNetTrainerConfKD_smoke
 
 ACDC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "acdc_wsl4mis"
-pytestmark = pytest.mark.skipif(not ACDC.is_dir(), reason=f"real ACDC data not found at {ACDC} (present in CI only; "
-                                                          "its terms forbid copying it into the repository)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not ACDC.is_dir(), reason=f"real ACDC data not found at {ACDC} (present in CI only; its terms "
+                                                 "forbid copying it into the repository)"),
+]
 DATASET_ID = 502
 
 

@@ -1,5 +1,6 @@
-"""``confkd_benchmark`` (study.py, study_report.py, presets.py): the runner end to end on a small synthetic dataset
-with the ``smoke`` preset, resumability, pre-flight errors, and the report's arithmetic on constructed records."""
+"""``confkd_benchmark`` (study/benchmark.py, runs.py, runner.py, records.py, report.py, presets.py): the runner end to
+end on a small synthetic dataset with the ``smoke`` preset, resumability, pre-flight errors, portable recorded commands,
+the flags, and the report's arithmetic on constructed records."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from conftest import nnunet_env
+from nnunetv2_confkd_conversion.synthetic import SyntheticSpec, make_synthetic_dataset
 
 from nnunetv2_confkd.checks import ConfKDInputError
-from nnunetv2_confkd.presets import PRESETS, ensure_configuration, reduced_configuration
-from nnunetv2_confkd.study import Run, plan_runs, resolve_dataset
-from nnunetv2_confkd.study_report import aggregate, inference_ratio, preset_check, run_provenance
-from nnunetv2_confkd.synthetic import SyntheticSpec, make_synthetic_dataset
+from nnunetv2_confkd.study.benchmark import parse_args, recorded_command
+from nnunetv2_confkd.study.presets import PRESETS, ensure_configuration, reduced_configuration
+from nnunetv2_confkd.study.records import aggregate, inference_ratio, preset_check, run_provenance
+from nnunetv2_confkd.study.runs import Run, plan_runs, resolve_dataset
 
 DATASET = "Dataset991_ConfKDSynthetic"
 TRAINERS = ("nnUNetTrainerStrongOnly", "nnUNetTrainerConfKD", "nnUNetTrainer")
@@ -26,7 +29,7 @@ TRAINERS = ("nnUNetTrainerStrongOnly", "nnUNetTrainerConfKD", "nnUNetTrainer")
 
 def benchmark(env: dict, out: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = ["confkd_benchmark", "-d", "991", "-tr", *TRAINERS, "--seeds", "0", "--preset", "smoke", "-device", "cpu",
-           "--out", str(out), "-np", "1", "--nsd-tolerance", "3", *extra]
+           "-o", str(out), "-np", "1", "--nsd-tolerance", "3", *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -46,6 +49,7 @@ def records(out: Path) -> dict[tuple[str, str], dict]:
     return {(p.parent.parent.name, p.stem): json.loads(p.read_text()) for p in (out / "runs" / DATASET).rglob("*.json")}
 
 
+@pytest.mark.slow
 def test_study_plans_the_reduced_configuration_and_preprocesses_it(study):
     env, out, _ = study
     plans = json.loads((Path(env["nnUNet_preprocessed"]) / DATASET / "nnUNetPlans.json").read_text())
@@ -60,6 +64,7 @@ def test_study_plans_the_reduced_configuration_and_preprocesses_it(study):
     assert not Path(env["nnUNet_results"]).exists()
 
 
+@pytest.mark.slow
 def test_every_run_is_evaluated_with_each_of_its_heads(study):
     _, out, _ = study
     recs = records(out)
@@ -69,12 +74,39 @@ def test_every_run_is_evaluated_with_each_of_its_heads(study):
         assert rec["n_test_cases"] == 3 and rec["preset"] == "smoke" and rec["configuration"] == "2d_smoke"
         assert rec["training"] == "from scratch" and rec["train_seconds"] > 0
         assert len(rec["metrics"]) == 3 * 3  # volumes x classes
-        assert all(0.0 <= m["dice"] <= 1.0 for m in rec["metrics"])
     for head in ("student", "teacher"):
         assert len(list((out / "predictions" / DATASET / "nnUNetTrainerConfKD_smoke" / "seed_0" / head)
                         .glob("*.nii.gz"))) == 3
 
 
+def _dice_by_hand(reference: np.ndarray, prediction: np.ndarray, label: int) -> tuple[float, int, int]:
+    """Dice 2|A∩B| / (|A| + |B|) of one label (1 when both masks are empty), with the two voxel counts."""
+    ref, pred = reference == label, prediction == label
+    n_ref, n_pred = int(np.count_nonzero(ref)), int(np.count_nonzero(pred))
+    overlap = int(np.count_nonzero(ref & pred))
+    return (1.0 if n_ref + n_pred == 0 else 2.0 * overlap / (n_ref + n_pred)), n_ref, n_pred
+
+
+@pytest.mark.slow
+def test_every_recorded_dice_equals_the_dice_of_the_written_prediction(study):
+    """Each record's Dice and voxel counts, per volume and class, recomputed from its prediction and label files."""
+    env, out, _ = study
+    labels_ts = Path(env["nnUNet_raw"]) / DATASET / "labelsTs"
+    checked = 0
+    for (trainer, head), rec in records(out).items():
+        pred_dir = out / "predictions" / DATASET / trainer / "seed_0" / head
+        for m in rec["metrics"]:
+            file = f"{m['case']}.nii.gz"
+            reference = sitk.GetArrayFromImage(sitk.ReadImage(str(labels_ts / file)))
+            prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / file)))
+            dice, n_ref, n_pred = _dice_by_hand(reference, prediction, m["label"])
+            assert m["dice"] == pytest.approx(dice, abs=1e-12), (trainer, head, m["case"], m["label"])
+            assert (m["n_ref"], m["n_pred"]) == (n_ref, n_pred)
+            checked += 1
+    assert checked == 4 * 3 * 3  # records x volumes x classes
+
+
+@pytest.mark.slow
 def test_dice_of_the_records_equals_nnunets_evaluation(study):
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
@@ -94,6 +126,7 @@ def test_dice_of_the_records_equals_nnunets_evaluation(study):
     assert compared >= 6
 
 
+@pytest.mark.slow
 def test_report_files_hold_every_row(study):
     _, out, proc = study
     with open(out / "results.csv") as f:
@@ -104,6 +137,10 @@ def test_report_files_hold_every_row(study):
     meta = report["metadata"]
     assert meta["git_commit"] and meta["cpu_model"] and meta["versions"]["nnunetv2"]
     assert meta["command"].startswith("confkd_benchmark -d 991") and meta["presets"] == ["smoke"]
+    # the study folder is recorded as ".", and no folder of this machine appears in what the study wrote
+    assert " -o . " in meta["command"]
+    for written in [out / "results.json", out / "results.md", *(out / "runs").rglob("*.json")]:
+        assert str(out.parent) not in written.read_text(), written
     # every record says which command, commit and machine made it
     (made_by,) = meta["run_provenance"]
     assert made_by["command"] == meta["command"] and made_by["records"] == 4
@@ -121,6 +158,7 @@ def test_report_files_hold_every_row(study):
         assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_a_second_call_skips_finished_runs(study):
     env, out, _ = study
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")}
@@ -141,6 +179,7 @@ def test_a_second_call_skips_finished_runs(study):
     assert not any((out / ".timing").iterdir())
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_is_redone_and_never_half_counted(study):
     env, out, _ = study
     run_dir = out / "runs" / DATASET / "nnUNetTrainerConfKD_smoke" / "seed_0"
@@ -169,6 +208,7 @@ def test_an_interrupted_run_is_redone_and_never_half_counted(study):
     assert json.loads((run_dir / "teacher.json").read_text())["training"] == "found finished"
 
 
+@pytest.mark.slow
 def test_bad_inputs_stop_before_any_training(study, tmp_path):
     env, _, _ = study
     raw = Path(env["nnUNet_raw"])
@@ -184,6 +224,7 @@ def test_bad_inputs_stop_before_any_training(study, tmp_path):
         resolve_dataset(raw, "992")
 
 
+@pytest.mark.slow
 def test_a_differing_configuration_of_the_same_name_is_refused(study, tmp_path):
     env, _, _ = study
     plans = tmp_path / "nnUNetPlans.json"
@@ -197,7 +238,7 @@ def test_a_differing_configuration_of_the_same_name_is_refused(study, tmp_path):
     assert json.loads(plans.read_text())["configurations"]["2d_smoke"]["batch_size"] == 5
 
 
-def test_cpu_preset_reduces_acdc_2d_to_the_measured_configuration():
+def test_cpu_preset_reduces_acdc_2d_to_3mm_and_patch_128x112():
     base = {"spacing": [1.5, 1.5], "patch_size": [256, 224], "median_image_size_in_voxels": [256.0, 216.0],
             "batch_size": 56, "architecture": {"network_class_name": "PlainConvUNet", "arch_kwargs": {
                 "n_stages": 6, "features_per_stage": [32, 64, 128, 256, 512, 512], "n_conv_per_stage": [2] * 6,
@@ -235,8 +276,9 @@ MIXED = {"full": 2, "weak": 8, "unlabeled": 0}
 
 
 def test_aggregate_takes_volume_means_then_statistics_over_seeds():
-    rows = aggregate([_record("nnUNetTrainerConfKD", 0, [0.6, 0.8], MIXED, "student"),
-                      _record("nnUNetTrainerConfKD", 1, [0.8, 1.0], MIXED, "student")])
+    add = {"batch_composition": "add 1"}
+    rows = aggregate([{**_record("nnUNetTrainerConfKD", 0, [0.6, 0.8], MIXED, "student"), **add},
+                      {**_record("nnUNetTrainerConfKD", 1, [0.8, 1.0], MIXED, "student"), **add}])
     (row,) = rows
     dice = row["mean"]["dice"]
     assert dice["seeds"] == pytest.approx([0.7, 0.9]) and dice["mean"] == pytest.approx(0.8)
@@ -244,6 +286,21 @@ def test_aggregate_takes_volume_means_then_statistics_over_seeds():
     assert row["volume_dice_std"] == pytest.approx(np.std([0.6, 0.8, 0.8, 1.0]))
     assert row["per_class"]["1"]["hd95"]["mean"] == pytest.approx(2.0)
     assert row["label"] == "ConfKD (KL+Ent)"
+
+
+def test_runs_of_another_batch_composition_are_never_pooled_with_todays():
+    today = {**_record("nnUNetTrainerConfKD", 0, [0.8], MIXED, "student"), "batch_composition": "add 1"}
+    older = _record("nnUNetTrainerConfKD", 0, [0.6], MIXED, "student")  # records without the field: "replace 0.5"
+    replace = {**_record("nnUNetTrainerConfKD_replaceHalf", 0, [0.7], MIXED, "student"),
+               "batch_composition": "replace 0.5"}
+    strong = _record("nnUNetTrainerStrongOnly", 0, [0.5], MIXED)  # its composition never changed
+    rows = {r["method"]: r for r in aggregate([today, older, replace, strong])}
+    assert set(rows) == {"nnUNetTrainerConfKD", "nnUNetTrainerConfKD [replace 0.5]", "nnUNetTrainerConfKD_replaceHalf",
+                         "nnUNetTrainerStrongOnly"}
+    assert rows["nnUNetTrainerConfKD [replace 0.5]"]["label"] == "ConfKD (KL+Ent) [replace 0.5]"
+    assert rows["nnUNetTrainerConfKD [replace 0.5]"]["mean"]["dice"]["mean"] == pytest.approx(0.6)
+    assert rows["nnUNetTrainerConfKD"]["mean"]["dice"]["mean"] == pytest.approx(0.8)
+    assert rows["nnUNetTrainerStrongOnly"]["label"] == "strong-only"
 
 
 def test_preset_check_needs_two_seeds_each_won_by_a_clear_margin():
@@ -297,10 +354,11 @@ def test_inference_ratio_pairs_the_student_with_stock_nnunet_of_the_same_seed():
     assert ratio["n_pairs"] == 1 and ratio["median_ratio"] == pytest.approx(1.1)
 
 
+@pytest.mark.slow
 def test_cross_validation_evaluates_nnunets_validation_of_each_fold(study):
     env, out, _ = study
     proc = subprocess.run(["confkd_benchmark", "-d", "991", "-tr", "nnUNetTrainerConfKD", "-f", "1", "--cv",
-                           "--preset", "smoke", "-device", "cpu", "--out", str(out), "-np", "1"],
+                           "--preset", "smoke", "-device", "cpu", "-o", str(out), "-np", "1"],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = out / "runs" / DATASET / "nnUNetTrainerConfKD_smoke" / "seed_0" / "cv_fold_1"
@@ -316,3 +374,27 @@ def test_cross_validation_evaluates_nnunets_validation_of_each_fold(study):
     report = json.loads((out / "results.json").read_text())
     assert sum(r["evaluation"] == "test" for r in report["rows"]) == 4
     assert (out / f"dice_{DATASET}_cv.png").is_file()
+
+
+def test_flags_follow_nnunet_with_the_long_forms_as_aliases(monkeypatch):
+    args = parse_args(["-d", "501", "-tr", "nnUNetTrainer", "-c", "3d_fullres", "-f", "1", "2", "-o", "study",
+                       "-device", "cpu", "-np", "3"])
+    assert (args.d, args.tr, args.c, args.f, args.out, args.device, args.np) == (
+        ["501"], ["nnUNetTrainer"], "3d_fullres", ["1", "2"], Path("study"), "cpu", 3)
+    assert parse_args(["--report-only", "--out", "s", "--device", "cpu"]).out == Path("s")
+    # without -device: cuda where available, else cpu (the package-wide default)
+    import torch
+
+    for available, device in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda available=available: available)
+        assert parse_args(["--report-only", "-o", "s"]).device == device
+
+
+def test_recorded_command_names_no_folder_of_the_machine(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    argv = ["-d", "501", "-tr", "nnUNetTrainer", "-o", "study", "--extra", "500:nnUNetTrainer"]
+    assert recorded_command(argv, Path("study")) == \
+        "confkd_benchmark -d 501 -tr nnUNetTrainer -o . --extra 500:nnUNetTrainer"
+    assert recorded_command(["--report-only", "--out", str(tmp_path / "study")], tmp_path / "study") == \
+        "confkd_benchmark --report-only --out ."

@@ -1,11 +1,11 @@
-"""Manifest lookups and batch composition (method.md §3.3)."""
+"""Manifest lookups and batch composition."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nnunetv2_confkd.supervision import compose_batch, full_mask, strong_count
+from nnunetv2_confkd.supervision import batch_counts, compose_batch, full_mask, strong_count
 
 
 @pytest.mark.parametrize(
@@ -68,3 +68,19 @@ def test_full_mask_reads_numpy_string_keys():
     manifest = {"a": "full", "b": "weak", "c": "unlabeled"}
     keys = np.array(["c", "a", "b", "a"])  # nnU-Net's batch["keys"] holds np.str_
     assert full_mask(keys, manifest).tolist() == [False, True, False, True]
+
+
+@pytest.mark.parametrize(
+    ("batch", "world", "composition", "fraction", "ratio", "expected"),
+    [(8, 1, "add", 0.5, 1.0, (8, 8)), (8, 1, "add", 0.5, 0.5, (8, 4)), (7, 1, "add", 0.5, 1.0, (7, 7)),
+     (5, 2, "add", 0.5, 1.0, (2, 2)), (8, 1, "add", 0.5, 0.0, (8, 0)), (8, 1, "replace", 0.5, 1.0, (4, 4)),
+     (7, 1, "replace", 0.5, 1.0, (3, 4)), (8, 1, "replace", 1.0, 1.0, (8, 0)), (5, 2, "replace", 0.5, 1.0, (1, 1))],
+)
+def test_batch_counts(batch, world, composition, fraction, ratio, expected):
+    assert batch_counts(batch, world, composition, fraction, ratio) == expected
+
+
+@pytest.mark.parametrize(("composition", "ratio"), [("mix", 1.0), ("add", -1.0), ("add", float("nan"))])
+def test_batch_counts_rejects_bad_values(composition, ratio):
+    with pytest.raises(ValueError):
+        batch_counts(8, 1, composition, 0.5, ratio)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
-import nnunetv2_confkd.trainers as trainers
+import nnunetv2_confkd.training.registry as trainers
 from nnunetv2_confkd.checks import ConfKDInputError
-from nnunetv2_confkd.network import DualDecoderUNet
 from nnunetv2_confkd.supervision import full_mask
-from nnunetv2_confkd.trainer import NonFiniteLossError
+from nnunetv2_confkd.training.network import DualDecoderUNet
+from nnunetv2_confkd.training.trainer import NonFiniteLossError
 
 
 def make_trainer(ds, cls, configuration="2d", fold=0, dataset_json=None):
@@ -93,16 +93,30 @@ def test_fold_all_is_refused_because_it_validates_on_weak_cases(nnunet_paths):
         trainer.initialize()
 
 
-@pytest.mark.parametrize(("cls", "expected_strong"), [(trainers.nnUNetTrainerConfKD_smoke, 3),
-                                                      (trainers.nnUNetTrainerStrongOnly_smoke, 7)])
-def test_training_batches_hold_a_fixed_number_of_full_cases(nnunet_paths, cls, expected_strong):
+@pytest.mark.parametrize(("cls", "expected_strong", "expected_other"),
+                         [(trainers.nnUNetTrainerConfKD_smoke, 7, 7),  # the plan's batch of strong cases + as many
+                          (trainers.nnUNetTrainerConfKD_replaceHalf_smoke, 3, 4),
+                          (trainers.nnUNetTrainerConfKD_strong75_smoke, 5, 2),
+                          (trainers.nnUNetTrainerStrongOnly_smoke, 7, 0)])
+def test_training_batches_hold_a_fixed_number_of_full_cases(nnunet_paths, cls, expected_strong, expected_other):
     trainer = make_trainer(nnunet_paths, cls)
     trainer.initialize()
     assert trainer.batch_size == 7  # the plans' 2d batch size
     train_loader, _ = trainer.get_dataloaders()
     for _ in range(5):
         batch = next(train_loader)
-        assert full_mask(batch["keys"], trainer.supervision).sum() == expected_strong
+        is_full = full_mask(batch["keys"], trainer.supervision)
+        assert (is_full.sum(), (~is_full).sum()) == (expected_strong, expected_other)
+        assert batch["data"].shape[0] == expected_strong + expected_other
+
+
+def test_an_unknown_batch_composition_is_refused_before_the_workers_start(nnunet_paths):
+    class Unknown(trainers.nnUNetTrainerConfKD_smoke):
+        batch_composition = "mix"
+
+    trainer = make_trainer(nnunet_paths, Unknown)
+    with pytest.raises(ValueError, match="batch composition must be one of"):
+        trainer.initialize()
 
 
 def test_padding_stays_ignore_for_weak_cases_and_background_for_full_cases(nnunet_paths):
@@ -119,6 +133,7 @@ def test_padding_stays_ignore_for_weak_cases_and_background_for_full_cases(nnune
         assert not torch.any(target[0][is_full] == 4)  # full cases: padding mapped back to background, as stock
 
 
+@pytest.mark.slow
 def test_train_step_reports_every_term_and_changes_both_heads(nnunet_paths):
     trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
     trainer.initialize()
@@ -132,6 +147,7 @@ def test_train_step_reports_every_term_and_changes_both_heads(nnunet_paths):
         assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix)), prefix
 
 
+@pytest.mark.slow
 def test_entropy_ramp_scales_the_entropy_term_from_zero_over_a_quarter_of_training(nnunet_paths):
     trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_entropyRamp_cpu)
     assert trainer.num_epochs == 48 and trainer.entropy_rampup_fraction == 0.25  # 12 of 48 epochs
@@ -159,6 +175,7 @@ def test_entropy_ramp_outside_zero_to_one_is_refused_before_training(nnunet_path
     assert not hasattr(trainer, "confkd_loss")
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_before_the_weights_change(nnunet_paths, monkeypatch):
     trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
     trainer.initialize()
@@ -259,6 +276,7 @@ def _expected_valid(original: dict, changed: dict, split: dict, dropped) -> bool
 @settings(max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(dropped=_BREAK_KEYS, relabel=st.dictionaries(st.integers(0, 21), _LEVEL, max_size=5))
+@pytest.mark.slow
 def test_broken_dataset_json_raises_a_clear_error_or_trains(nnunet_paths, dropped, relabel):
     dataset_json = json.loads((nnunet_paths.preprocessed / "dataset.json").read_text())
     original = dict(dataset_json["supervision"])
@@ -299,3 +317,18 @@ def test_stock_nnunet_refuses_a_confkd_checkpoint_with_its_own_error(nnunet_path
     stock.initialize()
     with pytest.raises(RuntimeError, match="Missing key.*decoder"):
         stock.load_checkpoint(path)
+
+
+def test_stock_baseline_with_ignore_padding_keeps_unlabeled_cases_all_ignore(nnunet_paths):
+    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerIgnorePadding_smoke)
+    trainer.initialize()
+    train_loader, _ = trainer.get_dataloaders()
+    supervision = trainer.dataset_json["supervision"]
+    seen = 0
+    for _ in range(20):
+        batch = next(train_loader)
+        for key, seg in zip(batch["keys"], batch["target"][0], strict=True):
+            if supervision[str(key)] == "unlabeled":
+                seen += 1
+                assert torch.all(seg == 4)  # stock nnU-Net would turn padding into background here
+    assert seen > 0

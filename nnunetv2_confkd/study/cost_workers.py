@@ -1,0 +1,127 @@
+"""The measuring side of ``confkd_benchmark_cost``: the work folder's nnU-Net environment and synthetic dataset, and
+the fresh worker processes, one per (repeat, trainer), run one at a time in interleaved order.
+
+Each worker (``python -m nnunetv2_confkd.study.benchmark_cost --worker-trainer NAME ...``) measures one trainer once
+(:mod:`nnunetv2_confkd.study.step_cost`) and writes its result to ``WORKDIR/runs/<trainer>_r<repeat>.json``; its
+output goes to the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from nnunetv2_confkd_conversion.synthetic import SyntheticSpec, make_synthetic_dataset
+
+from nnunetv2_confkd.study.demo import demo_environment, run
+from nnunetv2_confkd.study.presets import PLANS
+
+logger = logging.getLogger(__name__)
+
+
+def benchmark_environment(workdir: Path) -> dict:
+    """Environment for planning: nnU-Net folders inside ``workdir``, package trainers discoverable.
+
+    ``nnUNet_n_proc_DA`` is at least 1 here, because planning passes it to ``torch.set_num_threads``.
+    """
+    env = demo_environment(workdir)
+    if int(env.get("nnUNet_n_proc_DA", "0") or 0) < 1:
+        env["nnUNet_n_proc_DA"] = "1"
+    return env
+
+
+def worker_environment(env: dict) -> dict:
+    """``env`` with ``nnUNet_n_proc_DA=0``: single-threaded augmenters, no worker processes beside the steps."""
+    return {**env, "nnUNet_n_proc_DA": "0"}
+
+
+def find_dataset(root: Path, dataset_id: int) -> Path | None:
+    """The folder ``DatasetNNN_*`` of ``dataset_id`` under ``root``, or ``None``."""
+    hits = sorted(Path(root).glob(f"Dataset{dataset_id:03d}_*")) if Path(root).is_dir() else []
+    return hits[0] if hits else None
+
+
+def ensure_dataset(env: dict, dataset_id: int, config: str, log: Path, processes: int = 2) -> Path:
+    """Generate (synthetic) and plan/preprocess ``dataset_id`` in the workdir when missing.
+
+    Args:
+        env: environment from :func:`benchmark_environment`.
+        dataset_id: nnU-Net dataset id.
+        config: nnU-Net configuration to preprocess, e.g. ``"2d"``.
+        log: file that receives the output of ``nnUNetv2_plan_and_preprocess``.
+        processes: its ``-np`` and ``-npfp``.
+
+    Returns:
+        The preprocessed dataset folder (holding ``nnUNetPlans.json``).
+    """
+    raw, pre = Path(env["nnUNet_raw"]), Path(env["nnUNet_preprocessed"])
+    if find_dataset(raw, dataset_id) is None:
+        path = make_synthetic_dataset(raw, dataset_id, SyntheticSpec(), pre)
+        logger.info("generated synthetic dataset %s", path)
+    name = find_dataset(raw, dataset_id).name
+    plans_file = pre / name / f"{PLANS}.json"
+    planned = plans_file.is_file() and config in json.loads(plans_file.read_text())["configurations"]
+    if not planned or not (pre / name / plans_configuration(plans_file, config)["data_identifier"]).is_dir():
+        logger.info("nnUNetv2_plan_and_preprocess -d %d -c %s (log: %s)", dataset_id, config, log)
+        run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", config, "-np", str(processes),
+             "-npfp", str(processes)], env, log)
+    return pre / name
+
+
+def plans_configuration(plans_file: Path, config: str) -> dict:
+    """The configuration ``config`` of a plans file, with ``inherits_from`` resolved (one level is enough here)."""
+    configs = json.loads(Path(plans_file).read_text())["configurations"]
+    if config not in configs:
+        raise KeyError(f"configuration {config!r} not in {plans_file} (has {sorted(configs)})")
+    parent = configs[config].get("inherits_from")
+    return {**(configs[parent] if parent else {}), **configs[config]}
+
+
+def interleaved_order(trainers: list[str], repeats: int) -> list[tuple[int, str]]:
+    """``(repeat, trainer)`` pairs: the given order on even repeats, reversed on odd ones.
+
+    Example:
+        >>> interleaved_order(["A", "B"], 3)
+        [(0, 'A'), (0, 'B'), (1, 'B'), (1, 'A'), (2, 'A'), (2, 'B')]
+    """
+    order = []
+    for r in range(repeats):
+        order += [(r, t) for t in (trainers if r % 2 == 0 else trainers[::-1])]
+    return order
+
+
+def worker_command(args: argparse.Namespace, trainer: str, preprocessed: Path, out: Path) -> list[str]:
+    """Command line of one worker process (same interpreter, ``python -m nnunetv2_confkd.study.benchmark_cost``)."""
+    cmd = [sys.executable, "-m", "nnunetv2_confkd.study.benchmark_cost", "--worker-trainer", trainer,
+           "--worker-preprocessed", str(preprocessed), "--worker-out", str(out), "-c", args.config,
+           "-device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed)]
+    if args.threads is not None:
+        cmd += ["--threads", str(args.threads)]
+    if args.batch_size is not None:
+        cmd += ["--batch-size", str(args.batch_size)]
+    if args.patch_size is not None:
+        cmd += ["--patch-size", *map(str, args.patch_size)]
+    return cmd
+
+
+def run_workers(args: argparse.Namespace, env: dict, preprocessed: Path, log: Path) -> list[dict]:
+    """Run every (repeat, trainer) worker in turn (:func:`interleaved_order`); returns their results."""
+    runs_dir = args.workdir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for repeat, trainer in interleaved_order(args.trainers, args.repeats):
+        out = runs_dir / f"{trainer}_r{repeat}.json"
+        out.unlink(missing_ok=True)
+        t0 = time.time()
+        run(worker_command(args, trainer, preprocessed, out), worker_environment(env), log)
+        result = json.loads(out.read_text())
+        result["repeat"] = repeat
+        results.append(result)
+        logger.info("repeat %d %s: median step %.4f s, peak memory %.1f MB (worker %.0f s)", repeat, trainer,
+                    float(np.median(result["step_times_s"])), result["peak_memory_mb"], time.time() - t0)
+    return results

@@ -1,0 +1,210 @@
+"""The runner of ``confkd_benchmark``: prepares each dataset, trains, predicts and evaluates every run through
+nnU-Net's console scripts and writes one record per (run, head); and the interleaved inference timing.
+
+Each record (``OUT/runs/<dataset>/<trainer>/seed_<s>[/<fold>]/<head>.json``) holds the run's settings, its training
+and prediction times, the per-volume metrics, and its provenance: date, the command (paths written by
+:func:`nnunetv2_confkd.study.provenance.portable_command`), commit, CPU and package versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from nnunetv2_confkd.checks import ConfKDInputError
+from nnunetv2_confkd.cli import SEED_VARIABLE, with_ext_trainers
+from nnunetv2_confkd.study.demo import run as run_logged
+from nnunetv2_confkd.study.evaluation import evaluate_folder, metrics_to_records
+from nnunetv2_confkd.study.presets import PLANS, PRESETS, Preset, ensure_configuration
+from nnunetv2_confkd.study.provenance import machine_metadata, utc_now, write_json_atomic
+from nnunetv2_confkd.study.records import load_records, stock_pairs
+from nnunetv2_confkd.study.runs import Run, composition_of, dataset_id, heads_of, supervision_counts
+
+# how a record's model came about (its "training" field); train_seconds covers only the training done by the call
+# that wrote the record
+FROM_SCRATCH = "from scratch"
+RESUMED = "resumed from checkpoint_latest.pth"
+FOUND_FINISHED = "found finished"
+
+
+class Runner:
+    """Runs a study's grid into the study folder ``args.out``: models in ``OUT/nnUNet_results/seed_<s>``, predictions
+    in ``OUT/predictions``, records in ``OUT/runs``, the output of every console script in ``OUT/benchmark.log``;
+    ``command`` is what each record names as the command that made it."""
+
+    def __init__(self, args: argparse.Namespace, command: str):
+        self.args = args
+        self.preset: Preset = PRESETS[args.preset]
+        self.out: Path = args.out.resolve()
+        self.env = with_ext_trainers(dict(os.environ))
+        for var in ("nnUNet_raw", "nnUNet_preprocessed"):
+            if not self.env.get(var):
+                raise ConfKDInputError(f"${var} is not set; point it at the nnU-Net folder holding the datasets")
+        self.env.setdefault("nnUNet_compile", "t" if args.device == "cuda" else "f")
+        self.raw = Path(self.env["nnUNet_raw"])
+        self.preprocessed = Path(self.env["nnUNet_preprocessed"])
+        self.log = self.out / "benchmark.log"
+        self.command = command  # recorded in every record it writes, with the machine and commit
+        self.machine = machine_metadata()
+
+    # --- commands ---------------------------------------------------------------------------------------------------
+    def run(self, cmd: list[str], env: dict | None = None) -> float:
+        """Run a console script with its output appended to the log (:func:`nnunetv2_confkd.study.demo.run`); return its
+        wall time."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        run_logged(cmd, env or self.env, self.log)
+        return time.time() - t0
+
+    # --- datasets ---------------------------------------------------------------------------------------------------
+    def prepare(self, dataset: str) -> str:
+        """Plan if needed, add the preset configuration, preprocess it if incomplete; return the configuration."""
+        folder = self.preprocessed / dataset
+        plans = folder / f"{PLANS}.json"
+        if not plans.is_file():
+            print(f"{dataset}: planning (nnUNetv2_plan_and_preprocess --no_pp)")
+            self.run(["nnUNetv2_plan_and_preprocess", "-d", dataset_id(dataset), "--verify_dataset_integrity",
+                      "--no_pp", "-np", str(self.args.np), "-npfp", str(self.args.np)])
+        config = ensure_configuration(plans, self.args.c, self.preset)
+        data_identifier = json.loads(plans.read_text())["configurations"][config].get("data_identifier",
+                                                                                        f"{PLANS}_{config}")
+        n_cases = int(json.loads((self.raw / dataset / "dataset.json").read_text())["numTraining"])
+        done = len(list((folder / data_identifier).glob("*.pkl"))) if (folder / data_identifier).is_dir() else 0
+        if done < n_cases:
+            print(f"{dataset}: preprocessing {config} ({done}/{n_cases} cases present)")
+            self.run(["nnUNetv2_preprocess", "-d", dataset_id(dataset), "-c", config, "-plans_name", PLANS,
+                      "-np", str(self.args.np)])
+        return config
+
+    # --- runs -------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def heads(run: Run) -> tuple[str, ...]:
+        """The heads a run is evaluated with; cross-validation has nnU-Net's validation, of the inference head only."""
+        return heads_of(run.trainer)[:1] if run.cv else heads_of(run.trainer)
+
+    def record_path(self, run: Run, head: str) -> Path:
+        return self.out / "runs" / run.key / f"{head}.json"
+
+    def results_root(self, seed: int) -> Path:
+        return self.out / "nnUNet_results" / f"seed_{seed}"
+
+    def seed_env(self, seed: int) -> dict:
+        env = dict(self.env)
+        env["nnUNet_results"] = str(self.results_root(seed))
+        env[SEED_VARIABLE] = str(seed)
+        return env
+
+    def model_folder(self, run: Run, config: str) -> Path:
+        return self.results_root(run.seed) / run.dataset / f"{run.trainer}__{PLANS}__{config}"
+
+    def train(self, run: Run, config: str) -> tuple[float | None, str]:
+        """Train unless ``checkpoint_final.pth`` exists; resume an interrupted run. Returns the wall time of this
+        call's training (None if none ran) and how the model came about (:data:`FROM_SCRATCH`, :data:`RESUMED` or
+        :data:`FOUND_FINISHED`, recorded with it)."""
+        fold = self.model_folder(run, config) / f"fold_{run.fold}"
+        if (fold / "checkpoint_final.pth").is_file():
+            return None, FOUND_FINISHED
+        resume = (fold / "checkpoint_latest.pth").is_file()
+        print(f"  {run.key}: training" + (" (resuming from checkpoint_latest.pth)" if resume else ""), flush=True)
+        cmd = ["confkd_train", dataset_id(run.dataset), config, run.fold,
+               "-tr", run.trainer, "-p", PLANS, "-device", self.args.device] + (["--c"] if resume else [])
+        return self.run(cmd, self.seed_env(run.seed)), RESUMED if resume else FROM_SCRATCH
+
+    def predict(self, run: Run, config: str, head: str, first: bool, out: Path) -> float:
+        images = self.raw / run.dataset / "imagesTs"
+        if first:
+            cmd = ["nnUNetv2_predict", "-i", str(images), "-o", str(out), "-d", run.dataset, "-c", config,
+                   "-f", run.fold, "-tr", run.trainer, "-p", PLANS, "-device", self.args.device,
+                   "-npp", "1", "-nps", "1", "--disable_progress_bar"]
+        else:
+            cmd = ["confkd_predict_head", "-i", str(images), "-o", str(out), "-m", str(self.model_folder(run, config)),
+                   "-f", run.fold, "--head", head, "-device", self.args.device]
+        return self.run(cmd, self.seed_env(run.seed))
+
+    def validation_metrics(self, run: Run, config: str, labels: list[int], file_ending: str) -> list:
+        """Cross-validation: nnU-Net's own final-validation predictions of the fold (its ``--val`` is run if they
+        are missing) against the dense training labels of the fold's validation cases."""
+        fold = self.model_folder(run, config) / f"fold_{run.fold}"
+        if not (fold / "validation" / "summary.json").is_file():
+            self.run(["confkd_train", dataset_id(run.dataset), config, run.fold, "-tr",
+                      run.trainer, "-p", PLANS, "-device", self.args.device, "--val"], self.seed_env(run.seed))
+        splits = json.loads((self.preprocessed / run.dataset / "splits_final.json").read_text())
+        refs = self.out / ".references" / run.key.replace("/", "__")
+        shutil.rmtree(refs, ignore_errors=True)
+        refs.mkdir(parents=True)
+        for case in splits[int(run.fold)]["val"]:
+            os.symlink(self.raw / run.dataset / "labelsTr" / f"{case}{file_ending}", refs / f"{case}{file_ending}")
+        try:
+            return evaluate_folder(refs, fold / "validation", labels, self.args.nsd_tolerance, file_ending)
+        finally:
+            shutil.rmtree(refs, ignore_errors=True)
+
+    def evaluate(self, run: Run, config: str, train_seconds: float | None, training: str) -> None:
+        dataset_json = json.loads((self.raw / run.dataset / "dataset.json").read_text())
+        labels = [v for k, v in dataset_json["labels"].items() if k not in ("background", "ignore")]
+        label_names = {str(v): k for k, v in dataset_json["labels"].items()}
+        for i, head in enumerate(self.heads(run)):
+            record = self.record_path(run, head)
+            if record.is_file():
+                continue
+            if run.cv:
+                seconds = None
+                metrics = self.validation_metrics(run, config, labels, dataset_json["file_ending"])
+            else:
+                pred = self.out / "predictions" / run.key / head
+                tmp = pred.with_name(pred.name + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                seconds = self.predict(run, config, head, i == 0, tmp)
+                metrics = evaluate_folder(self.raw / run.dataset / "labelsTs", tmp, labels, self.args.nsd_tolerance,
+                                          dataset_json["file_ending"])
+                shutil.rmtree(pred, ignore_errors=True)
+                os.replace(tmp, pred)
+            write_json_atomic(record, {
+                "dataset": run.dataset, "method": run.method, "trainer": run.trainer, "seed": run.seed,
+                **composition_of(run.trainer), "head": head, "configuration": config, "fold": run.fold,
+                "preset": self.preset.name,
+                "evaluation": "cv" if run.cv else "test", "device": self.args.device,
+                "supervision": supervision_counts(dataset_json), "label_names": label_names,
+                "nsd_tolerance_mm": self.args.nsd_tolerance, "train_seconds": train_seconds, "training": training,
+                "predict_seconds": seconds, "n_test_cases": len({m.case for m in metrics}),
+                "provenance": {"date_utc": utc_now(), "command": self.command, **self.machine},
+                "metrics": metrics_to_records(metrics)})
+
+    def execute(self, run: Run, config: str) -> str:
+        if all(self.record_path(run, h).is_file() for h in self.heads(run)):
+            return "skipped (finished)"
+        seconds, training = self.train(run, config)
+        self.evaluate(run, config, seconds, training)
+        return "evaluated (training found finished)" if training == FOUND_FINISHED else "done"
+
+
+def time_inference(runner: Runner, repeats: int) -> dict | None:
+    """Inference cost of the exported model: ``nnUNetv2_predict`` of the held-out part with each finished ConfKD
+    model (its default head) and with stock nnU-Net of the same dataset and seed, ``repeats`` times, interleaved
+    (order alternating), median wall time of each (process start-up included). Written to
+    ``OUT/inference_time.json``; ``None`` without such a pair."""
+    pairs = stock_pairs(load_records(runner.out))
+    if not pairs:
+        return None
+    results = []
+    for base, confkd in pairs:
+        times: dict[str, list[float]] = {base["trainer"]: [], confkd["trainer"]: []}
+        for i in range(repeats):
+            for rec in (base, confkd) if i % 2 == 0 else (confkd, base):
+                out = runner.out / ".timing" / rec["trainer"]
+                shutil.rmtree(out, ignore_errors=True)
+                run = Run(rec["dataset"], rec["method"], rec["trainer"], rec["seed"], str(rec["fold"]))
+                times[rec["trainer"]].append(runner.predict(run, rec["configuration"], "student", True, out))
+                shutil.rmtree(out, ignore_errors=True)
+        medians = {k: statistics.median(v) for k, v in times.items()}
+        results.append({"dataset": base["dataset"], "seed": base["seed"], "stock": base["trainer"],
+                        "confkd": confkd["trainer"], "seconds": times, "median_seconds": medians,
+                        "ratio": medians[confkd["trainer"]] / medians[base["trainer"]]})
+    payload = {"repeats": repeats, "device": runner.args.device, "pairs": results}
+    write_json_atomic(runner.out / "inference_time.json", payload)
+    return payload

@@ -1,0 +1,211 @@
+"""The ConfKD objective: composes the pure terms of :mod:`nnunetv2_confkd.training.losses`.
+
+``L = L_s + λ_w L_w + λ_kd L_kd + λ_ent L_ent``
+
+* ``L_s``: nnU-Net's own supervised loss (Dice + CE with deep supervision, ``nnUNetTrainer._build_loss``) on the
+  teacher head and the fully labeled cases only.
+* ``L_w``: the student's loss on labeled voxels (partial CE by default) with nnU-Net's deep-supervision weights.
+* ``L_kd``: KL distillation teacher -> student, full resolution only (project choice: closest to the paper, whose
+  network has one output scale).
+* ``L_ent``: Shannon entropy of the student (or a pseudo-mask CE in the PM baselines), full resolution only.
+
+Every term whose case set is empty in a batch returns a graph-connected zero, so DDP sees a gradient for every
+parameter in every step (DDP raises when a parameter gets no gradient in a step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nnunetv2_confkd.training.losses import (
+    connected_zero,
+    entropy,
+    kl_divergence,
+    legacy_entropy,
+    legacy_kl,
+    partial_cross_entropy,
+    pseudo_mask_cross_entropy,
+)
+from nnunetv2_confkd.training.seeds import erosion_seeds
+
+TERMS = ("sup", "weak", "kd", "ent")
+
+_CHOICES = {
+    "kd_direction": ("teacher_student", "student_teacher"),
+    "entropy_on": ("weak", "all"),
+    "kd_on": ("strong", "all"),
+    "student_strong_labels": ("derived_weak", "full"),
+    "weak_loss": ("ce", "dice_ce"),
+    "confidence_term": ("entropy", "pseudo_self", "pseudo_teacher"),
+}
+
+
+@dataclass(frozen=True)
+class ConfKDConfig:
+    """The switches of the ConfKD objective, validated. No defaults here: the defaults are the class attributes of
+    ``nnUNetTrainerConfKD`` (one place), which ``nnUNetTrainerConfKD.confkd_config`` turns into this object."""
+
+    ignore_label: int
+    weak_weight: float
+    kd_weight: float
+    entropy_weight: float
+    temperature: float
+    kd_alpha: float
+    detach_teacher: bool
+    kd_direction: str
+    entropy_on: str
+    kd_on: str
+    student_strong_labels: str
+    weak_loss: str
+    confidence_term: str
+    pseudo_threshold: float
+    seed_iterations: int
+    legacy: bool
+
+    def __post_init__(self) -> None:
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ConfKD switch {name}={getattr(self, name)!r} is not one of {allowed}")
+        if not self.temperature > 0:  # also rejects NaN
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("weak_weight", "kd_weight", "entropy_weight", "kd_alpha"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def teacher_on_all(self) -> bool:
+        """Whether the teacher decoder must run on every case of the batch, not only on the strong ones."""
+        return self.kd_on == "all" or self.confidence_term == "pseudo_teacher"
+
+
+class DeepSupervisedPartialCE(nn.Module):
+    """Partial CE summed over deep-supervision scales with nnU-Net's weights (zero weights are skipped, as in
+    ``DeepSupervisionWrapper``)."""
+
+    def __init__(self, ignore_label: int, weights: Sequence[float]):
+        super().__init__()
+        self.ignore_label = ignore_label
+        self.weights = tuple(float(w) for w in weights)
+        if not any(w != 0.0 for w in self.weights):
+            raise ValueError(f"at least one deep-supervision weight must be non-zero, got {self.weights}")
+
+    def forward(self, outputs: Sequence[Tensor], targets: Sequence[Tensor]) -> Tensor:
+        terms = [w * partial_cross_entropy(o, t, self.ignore_label)
+                 for w, o, t in zip(self.weights, outputs, targets, strict=False) if w != 0.0]
+        return sum(terms)
+
+
+def _rows(outputs: Sequence[Tensor], mask: Tensor) -> list[Tensor]:
+    return [o[mask] for o in outputs]
+
+
+def _resize_like(labels: Tensor, like: Tensor) -> Tensor:
+    if labels.shape[2:] == like.shape[2:]:
+        return labels
+    return F.interpolate(labels.float(), size=like.shape[2:], mode="nearest-exact").to(like.dtype)
+
+
+class ConfKDLoss(nn.Module):
+    """Total ConfKD loss and its terms.
+
+    Args:
+        supervised_loss: nnU-Net's deep-supervised loss (``trainer.loss``), used for ``L_s`` on the teacher head.
+        weak_loss: the student's loss on labeled voxels over deep-supervision scales, ``(outputs, targets) -> Tensor``.
+        config: the switches.
+    """
+
+    def __init__(self, supervised_loss: Callable, weak_loss: Callable, config: ConfKDConfig):
+        super().__init__()
+        self.supervised_loss = supervised_loss
+        self.weak_loss = weak_loss
+        self.config = config
+
+    def student_targets(self, targets: Sequence[Tensor], is_full: Tensor) -> list[Tensor]:
+        """What the student sees: weak labels as given, and on strong cases either the dense mask or seeds derived
+        from it at full resolution and resampled (nearest) to each deep-supervision scale."""
+        if self.config.student_strong_labels == "full" or not bool(is_full.any()):
+            return list(targets)
+        seeds = erosion_seeds(targets[0][is_full], self.config.ignore_label, self.config.seed_iterations)
+        out = []
+        for t in targets:
+            t = t.clone()
+            t[is_full] = _resize_like(seeds, t)
+            out.append(t)
+        return out
+
+    def forward(self, teacher_out: Sequence[Tensor], student_out: Sequence[Tensor], targets: Sequence[Tensor],
+                is_full: Tensor, teacher_mask: Tensor, entropy_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+        """Compute the objective.
+
+        Args:
+            teacher_out: teacher logits per deep-supervision scale (highest resolution first), rows = the cases where
+                ``teacher_mask`` is True, in batch order.
+            student_out: student logits per scale, all ``B`` cases.
+            targets: label maps per scale ``(B, 1, *spatial)``; strong cases dense, others with the ignore label.
+            is_full: ``(B,)`` bool, True for fully labeled cases.
+            teacher_mask: ``(B,)`` bool, the cases the teacher ran on (must include every full case).
+            entropy_scale: multiplier of ``λ_ent`` (ramp-up), in ``[0, 1]``.
+
+        Returns:
+            ``(total, terms)``; ``terms`` holds detached ``sup``, ``weak``, ``kd``, ``ent`` values.
+        """
+        cfg = self.config
+        is_full = is_full.to(student_out[0].device)
+        teacher_mask = teacher_mask.to(student_out[0].device)
+        full_in_teacher = is_full[teacher_mask]
+        if bool((is_full & ~teacher_mask).any()):
+            raise ValueError("the teacher must run on every fully labeled case of the batch")
+        if cfg.teacher_on_all and not bool(teacher_mask.all()):
+            raise ValueError(f"kd_on={cfg.kd_on!r} / confidence_term={cfg.confidence_term!r} need the teacher on "
+                             "every case of the batch")
+
+        if bool(is_full.any()):
+            sup = self.supervised_loss(_rows(teacher_out, full_in_teacher), _rows(targets, is_full))
+        else:
+            sup = connected_zero(*teacher_out)
+        weak = self._weak(student_out, self.student_targets(targets, is_full), is_full)
+        kd = self._kd(teacher_out[0], student_out[0], is_full, teacher_mask)
+        ent = self._confidence(teacher_out[0], student_out[0], is_full, teacher_mask)
+        total = sup + cfg.weak_weight * weak + cfg.kd_weight * kd + cfg.entropy_weight * entropy_scale * ent
+        terms = {"sup": sup, "weak": weak, "kd": kd, "ent": ent}
+        return total, {k: v.detach() if torch.is_tensor(v) else torch.tensor(float(v)) for k, v in terms.items()}
+
+    def _weak(self, student_out: Sequence[Tensor], student_targets: Sequence[Tensor], is_full: Tensor) -> Tensor:
+        if not self.config.legacy:
+            return self.weak_loss(student_out, student_targets)
+        # the script normalises the labels derived from strong cases and those of weak cases separately
+        parts = [self.weak_loss(_rows(student_out, m), _rows(student_targets, m)) for m in (is_full, ~is_full)
+                 if bool(m.any())]
+        return sum(parts) + connected_zero(*student_out)
+
+    def _kd(self, teacher: Tensor, student: Tensor, is_full: Tensor, teacher_mask: Tensor) -> Tensor:
+        cfg = self.config
+        cases = is_full if cfg.kd_on == "strong" else teacher_mask
+        t = teacher[cases[teacher_mask]]
+        s = student[cases]
+        if cfg.detach_teacher:
+            t = t.detach()
+        if cfg.legacy:
+            return legacy_kl(t, s, cfg.temperature, cfg.kd_alpha) + connected_zero(teacher, student)
+        p, q = (t, s) if cfg.kd_direction == "teacher_student" else (s, t)
+        return kl_divergence(p, q, cfg.temperature) + connected_zero(teacher, student)
+
+    def _confidence(self, teacher: Tensor, student: Tensor, is_full: Tensor, teacher_mask: Tensor) -> Tensor:
+        cfg = self.config
+        if cfg.legacy:
+            return legacy_entropy(student[is_full], student[~is_full])
+        cases = ~is_full if cfg.entropy_on == "weak" else torch.ones_like(is_full)
+        s = student[cases]
+        if cfg.confidence_term == "entropy":
+            value = entropy(s)
+        elif cfg.confidence_term == "pseudo_self":
+            value = pseudo_mask_cross_entropy(s, s.detach(), cfg.pseudo_threshold)
+        else:
+            reference = teacher[cases[teacher_mask]].detach()
+            value = pseudo_mask_cross_entropy(s, reference, cfg.pseudo_threshold)
+        return value + connected_zero(student)
