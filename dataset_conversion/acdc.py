@@ -54,7 +54,7 @@ def convert_acdc(source: Path, raw_root: Path, dataset_id: int, full: float, wea
                  seed: int = 0, spacing: Sequence[float] | None = None, holdout: float | str | None = None,
                  preprocessed_root: Path | None = None, overwrite: bool = False, weak_params: dict | None = None,
                  background: bool = False, name: str | None = None, patients: Sequence[str] | None = None,
-                 unlabeled: float = 0) -> Path:
+                 unlabeled: float = 0, simulation_spacing: Sequence[float] | None = None) -> Path:
     """Convert ACDC (official layout or WSL4MIS HDF5 copy) into ``raw_root/DatasetNNN_<name>``.
 
     Args:
@@ -85,7 +85,8 @@ def convert_acdc(source: Path, raw_root: Path, dataset_id: int, full: float, wea
     """
     if classes not in CLASSES:
         raise ConfKDInputError(f"--classes must be one of {list(CLASSES)}, got {classes!r}")
-    budget = make_budget(full, weak, seed, weak_params, background, unlabeled=unlabeled, kinds=KINDS)
+    budget = make_budget(full, weak, seed, weak_params, background, unlabeled=unlabeled, kinds=KINDS,
+                         simulation_spacing=simulation_spacing)
     name = name or default_name("ACDC", full, weak, seed, unlabeled, tag="LV" if classes == "lv" else "")
     train, test, layout = list_cases(Path(source), weak, spacing, holdout, patients)
     spec = DatasetSpec(dataset_id, name, LABELS_LV if classes == "lv" else LABELS_ALL, CHANNELS,

@@ -40,6 +40,7 @@ class Budget:
     params: dict = field(default_factory=dict)  # keyword arguments of the simulator
     background: bool = False
     component_classes: tuple[int, ...] = ()
+    simulation_spacing: tuple[float, float] | None = None  # in-plane grid (mm) the simulator runs on; None: native
 
 
 def default_name(base: str, full: float, weak: str, seed: int = 0, unlabeled: float = 0, tag: str = "") -> str:
@@ -95,15 +96,25 @@ def effective_params(weak: str, given: Mapping[str, object] | None, background: 
 
 def make_budget(full: str | float, weak: str, seed: int = 0, weak_params: Mapping[str, object] | None = None,
                 background: bool = False, component_classes: Sequence[int] = (), unlabeled: str | float = 0,
-                kinds: Sequence[str] = WEAK_KINDS) -> Budget:
+                kinds: Sequence[str] = WEAK_KINDS, simulation_spacing: Sequence[float] | None = None) -> Budget:
     """A checked :class:`Budget` whose parameters include the simulator's defaults.
 
     Args:
         kinds: the weak kinds the source supports (``WEAK_KINDS``, plus ``"expert"`` where it has expert labels).
+        simulation_spacing: in-plane ``(Y, X)`` spacing in mm of the grid the simulator runs on (simulated kinds
+            only; see :mod:`~.simulation_grid`).
     """
     if weak not in kinds:
         raise ConfKDInputError(f"--weak must be one of {list(kinds)}, got {weak!r}")
+    if simulation_spacing is not None:
+        if weak not in SIMULATED_KINDS:
+            raise ConfKDInputError(f"--simulation-spacing applies to the simulated kinds {list(SIMULATED_KINDS)}, "
+                                   f"not to --weak {weak}")
+        if len(simulation_spacing) != 2 or not min(simulation_spacing) > 0:
+            raise ConfKDInputError(f"--simulation-spacing needs two positive in-plane spacings in mm (Y X), got "
+                                   f"{list(simulation_spacing)}")
+        simulation_spacing = tuple(float(s) for s in simulation_spacing)
     classes = tuple(int(c) for c in component_classes)
     return Budget(full=parse_full(full), weak=weak, unlabeled=parse_unlabeled(unlabeled), seed=seed,
                   params=effective_params(weak, weak_params, background, classes), background=background,
-                  component_classes=classes)
+                  component_classes=classes, simulation_spacing=simulation_spacing)

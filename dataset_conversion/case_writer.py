@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 from nnunetv2_confkd_conversion.budget import Budget
 from nnunetv2_confkd_conversion.cases import EXPERT, TEST, CaseData, DatasetSpec, SourceCase, Verify
+from nnunetv2_confkd_conversion.simulation_grid import simulate_on_grid
 from nnunetv2_confkd_conversion.weak_labels import annotated_voxels_per_class, simulate_weak_label
 
 from nnunetv2_confkd.checks import ConfKDInputError
@@ -65,8 +66,14 @@ def _weak_label(level: str, dense: np.ndarray, data: CaseData, spec: DatasetSpec
         mapped[annotated] = raw[annotated]
         return mapped
     spacing = data.label.GetSpacing()[::-1]  # numpy axis order
-    return simulate_weak_label(budget.weak, dense, spacing, rng, ignore, background=budget.background,
-                               component_classes=budget.component_classes, **budget.params)
+
+    def simulate(label: np.ndarray, label_spacing) -> np.ndarray:
+        return simulate_weak_label(budget.weak, label, label_spacing, rng, ignore, background=budget.background,
+                                   component_classes=budget.component_classes, **budget.params)
+
+    if budget.simulation_spacing is None:
+        return simulate(dense, spacing)
+    return simulate_on_grid(simulate, dense, spacing, budget.simulation_spacing, ignore)
 
 
 def _to_image(array: np.ndarray, like: sitk.Image) -> sitk.Image:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -168,7 +169,8 @@ def convert_lits(source: Path, raw_root: Path, dataset_id: int, full: float, wea
                  seed: int = 0, holdout: float = HOLDOUT_DEFAULT, holdout_seed: int = HOLDOUT_SEED,
                  tumor_components: bool = True, weak_params: dict | None = None, background: bool = False,
                  preprocessed_root: Path | None = None, overwrite: bool = False,
-                 dense_twin_id: int | None = None, unlabeled: float = 0) -> Path:
+                 dense_twin_id: int | None = None, unlabeled: float = 0,
+                 simulation_spacing: Sequence[float] | None = None) -> Path:
     """Convert LiTS (official layout or MSD Task03_Liver) into ``raw_root/DatasetNNN_<name>``.
 
     Args:
@@ -199,7 +201,8 @@ def convert_lits(source: Path, raw_root: Path, dataset_id: int, full: float, wea
     """
     cases, layout = list_cases(Path(source))
     train, test = split_holdout(cases, holdout, holdout_seed)
-    budget = make_budget(full, weak, seed, weak_params, background, (TUMOR,) if tumor_components else (), unlabeled)
+    budget = make_budget(full, weak, seed, weak_params, background, (TUMOR,) if tumor_components else (), unlabeled,
+                         simulation_spacing=simulation_spacing)
     name = name or default_name("LiTS", full, weak, seed, unlabeled)
     spec = DatasetSpec(dataset_id, name, LABELS, CHANNELS,
                        description=f"LiTS ({layout} layout), {full:g} full volumes, weak {weak}, "

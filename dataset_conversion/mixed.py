@@ -57,7 +57,8 @@ def make_mixed_dataset(source: Path, raw_root: Path, dataset_id: int, full: floa
                        groups_file: Path | None = None, holdout: float = 0.0, holdout_seed: int = HOLDOUT_SEED,
                        component_classes: Sequence[int] = (), weak_params: dict | None = None,
                        background: bool = False, preprocessed_root: Path | None = None, overwrite: bool = False,
-                       dense_twin_id: int | None = None, unlabeled: float = 0) -> Path:
+                       dense_twin_id: int | None = None, unlabeled: float = 0,
+                       simulation_spacing: Sequence[float] | None = None) -> Path:
     """Turn the fully labeled raw dataset ``source`` into ``raw_root/DatasetNNN_<name>`` with mixed supervision.
 
     Args:
@@ -105,7 +106,8 @@ def make_mixed_dataset(source: Path, raw_root: Path, dataset_id: int, full: floa
     spec = DatasetSpec(dataset_id, name, labels, channels, dj["file_ending"],
                        f"mixed-supervision version of {source.name}: {full:g} full patients, weak {weak}",
                        str(source.resolve()))
-    budget = make_budget(full, weak, seed, weak_params, background, component_classes, unlabeled)
+    budget = make_budget(full, weak, seed, weak_params, background, component_classes, unlabeled,
+                         simulation_spacing=simulation_spacing)
     verify = component_check(budget.component_classes) if budget.component_classes else None
     return write_with_dense_twin(train, [*held, *test], spec, budget, Path(raw_root), preprocessed_root, overwrite,
                                  verify, dense_twin_id)[0]

@@ -55,6 +55,9 @@ def add_budget_arguments(parser: argparse.ArgumentParser, name_default: str,
         help="of the patients that are not full, how many (count) or which fraction get no label at all")
     add("--seed", type=int, default=0, help="seed of the full-patient draw and of the weak-label simulation")
     add("--background", action="store_true", help="simulated kinds: annotate background too")
+    add("--simulation-spacing", type=float, nargs=2, default=None, metavar=("Y", "X"),
+        help="simulated kinds: simulate on the label resampled to this in-plane spacing (mm), e.g. the spacing the "
+             "network trains on, so that seeds survive nnU-Net's resampling (default: the native grid)")
     for flag, (dest, kind, _, text) in WEAK_FLAGS.items():
         add(flag, dest=f"weak_{dest}", type=kind, default=None, metavar=dest.upper(),
             help=text + " (default: the simulator's)")
@@ -85,10 +88,11 @@ def weak_params_from(args: argparse.Namespace) -> dict:
 
 def budget_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of a converter function that the shared flags give: ``name``, ``seed``,
-    ``weak_params``, ``background``, ``overwrite``, ``unlabeled`` and, where the parser has them, ``holdout``,
-    ``holdout_seed`` and ``dense_twin_id``."""
+    ``weak_params``, ``background``, ``overwrite``, ``unlabeled``, ``simulation_spacing`` and, where the parser has
+    them, ``holdout``, ``holdout_seed`` and ``dense_twin_id``."""
     kwargs = {"name": args.name, "seed": args.seed, "weak_params": weak_params_from(args),
-              "background": args.background, "overwrite": args.overwrite, "unlabeled": args.unlabeled}
+              "background": args.background, "overwrite": args.overwrite, "unlabeled": args.unlabeled,
+              "simulation_spacing": args.simulation_spacing}
     return {**kwargs, **{k: getattr(args, k) for k in ("holdout", "holdout_seed", "dense_twin_id") if hasattr(args, k)}}
 
 

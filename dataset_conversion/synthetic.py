@@ -21,19 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from nnunetv2_confkd_conversion.writer import (
-    Budget,
-    CaseData,
-    DatasetSpec,
-    SourceCase,
-    assign_levels,
-    write_mixed_dataset,
-)
+from nnunetv2_confkd_conversion.budget import Budget
+from nnunetv2_confkd_conversion.cases import CaseData, DatasetSpec, SourceCase
+from nnunetv2_confkd_conversion.splits import assign_levels
+from nnunetv2_confkd_conversion.writer import write_mixed_dataset
 
 LABELS = {"background": 0, "wall": 1, "cavity": 2, "side": 3, "ignore": 4}
 SPACING = (5.0, 1.5, 1.5)  # (z, y, x) in mm
@@ -206,9 +202,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give -o or set nnUNet_raw")
     pre = args.preprocessed or (Path(os.environ["nnUNet_preprocessed"]) if "nnUNet_preprocessed" in os.environ
                                 else None)
-    spec = DEMO_SPEC if args.variation == "narrow-full" else SyntheticSpec()
-    path = make_synthetic_dataset(raw, args.id, SyntheticSpec(**{**spec.__dict__, "seed": args.seed}), pre,
-                                  overwrite=args.overwrite)
+    spec = replace(DEMO_SPEC if args.variation == "narrow-full" else SyntheticSpec(), seed=args.seed)
+    path = make_synthetic_dataset(raw, args.id, spec, pre, overwrite=args.overwrite)
     print(path)
 
 

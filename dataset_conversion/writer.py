@@ -138,6 +138,7 @@ def _write_dataset_json(folder: Path, spec: DatasetSpec, budget: Budget, manifes
     weak_info = {"kind": budget.weak, "params": budget.params, "seed": budget.seed, "full": budget.full,
                  "unlabeled": budget.unlabeled,
                  "background": budget.background,
+                 "simulation_spacing": list(budget.simulation_spacing) if budget.simulation_spacing else None,
                  "background_annotated": any(c["annotated"].get(0, 0) > 0 for case, c in counts.items()
                                              if manifest[case] == "weak"),
                  "component_classes": list(budget.component_classes),

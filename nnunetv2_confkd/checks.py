@@ -99,7 +99,7 @@ def check_split(manifest: Mapping[str, str], train_keys: Iterable[str], val_keys
         raise ConfKDInputError(f"validation case(s) {_listing(not_full)} of {split_source} are not fully labeled; "
                                "nnU-Net's validation would score them on their few labeled voxels. Write a "
                                "splits_final.json whose validation parts hold only \"full\" cases (the converters "
-                               "do), or train a fold of such a split instead of fold 'all'.")
+                               "do), or train nnU-Net's fold 'all', which validates on the full cases only.")
 
 
 def check_full_cases_dense(manifest: Mapping[str, str], load_seg: Callable[[str], np.ndarray], ignore_label: int | None,

@@ -190,7 +190,7 @@ def mixed_batch(levels, patch, ds_shapes, generator):
     return x, targets, is_full
 
 # ======================================================================================================================
-# A planned and preprocessed synthetic mixed-label dataset (session scope) and nnU-Net's path variables for it.
+# A planned and preprocessed synthetic mixed-label dataset (built once per test run) and nnU-Net's path variables.
 # ======================================================================================================================
 
 import os  # noqa: E402

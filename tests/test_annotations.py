@@ -62,3 +62,25 @@ def test_cases_argument_restricts_the_check():
     segs = {"w1": _seg((4, 16, 16), {1: 40}), "w2": _seg((4, 16, 16), {1: 10})}
     assert [f.case for f in check_annotations(DATASET_JSON, _loader(segs), cases=["w1", "f1"])] == ["w1"]
     assert isinstance(check_annotations(DATASET_JSON, _loader(segs))[0], AnnotationFinding)
+
+
+def test_seed_survival_counts_slices_and_voxels_per_slice_before_and_after():
+    from nnunetv2_confkd.training.annotations import format_survival, seed_survival
+
+    dataset_json = {"labels": {"background": 0, "LV": 1, "ignore": 2},
+                    "supervision": {"w": "weak", "f": "full", "u": "unlabeled"}}
+    raw = np.full((3, 4, 4), 2)
+    raw[0, 1, 1:3] = 1  # two slices with seeds, 2 and 1 voxels
+    raw[2, 0, 0] = 1
+    pre = np.full((1, 3, 4, 4), 2)
+    pre[0, 0, 1, 1] = 1  # one slice kept, with 1 voxel
+    full = np.zeros((1, 1, 9, 9), np.int16)
+    full[0, 0, 1:8, 1:8] = 1  # a 7x7 square: 10 erosions empty it, 3 leave the centre voxel
+    arrays = {"w": pre, "f": full}
+    survival = seed_survival(dataset_json, lambda case: raw, lambda case: (arrays[case], {}), seed_iterations=10)
+    lv = survival["1"]
+    assert lv["weak_raw"] == {"slices": 2, "median_per_slice": 1.5}
+    assert lv["weak_preprocessed"] == {"slices": 1, "median_per_slice": 1.0}
+    assert lv["derived_from_full"] == {"slices": 1, "median_per_slice": 1.0}
+    table = format_survival(survival, {0: "background", 1: "LV"})
+    assert "| LV | 2 -> 1 | 50% | 1.5 -> 1 | 1, 1 |" in table.splitlines()

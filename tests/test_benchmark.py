@@ -1,5 +1,6 @@
 """``confkd_benchmark_cost`` (study/benchmark_cost.py, cost_workers.py, cost_report.py): the JSON schema of a tiny CPU
-run, the flags, and the pure helpers. No time threshold is asserted."""
+run on the synthetic default dataset, the flags, the ratios and the Markdown tables of a fixed report. No time
+threshold is asserted."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from nnunetv2_confkd.study import benchmark_cost
-from nnunetv2_confkd.study.cost_report import compute_ratios
+from nnunetv2_confkd.study.cost_profile import COLUMNS, PARTS
+from nnunetv2_confkd.study.cost_report import compute_ratios, format_table, ratio_lines
 from nnunetv2_confkd.study.cost_workers import interleaved_order, worker_command
 from nnunetv2_confkd.study.provenance import busy_warning
 
@@ -18,14 +20,30 @@ TRAINERS = ["nnUNetTrainer", "nnUNetTrainerConfKD"]
 METADATA_KEYS = {
     "date_utc", "git_commit", "python", "torch", "nnunetv2", "device", "device_name", "cpu_model", "cuda", "cudnn",
     "torch_threads", "plans_patch_size", "plans_batch_size", "patch_size", "batch_size", "trainers", "steps",
-    "repeats", "warmup", "command", "scheme", "load_average_before", "load_average_after",
+    "repeats", "warmup", "command", "scheme", "load_average_before", "load_average_after", "dataset", "dataset_id",
+    "synthetic", "plans", "config", "profile_steps",
 }
 RESULT_KEYS = {"trainer", "median_step_s", "iqr_step_s", "repeat_medians_s", "step_times_s", "peak_memory_mb",
-               "peak_memory_mb_per_repeat", "memory_measure", "absolute_peak_rss_mb"}
+               "peak_memory_mb_per_repeat", "memory_measure", "absolute_peak_rss_mb", "cases_per_step",
+               "full_per_step", "composition", "iterations_per_epoch", "profile"}
+RATIO_KEYS = {"time", "epoch", "per_case", "memory", "vs_strong_only", "epoch_met", "memory_met"}
 
 
 def _positive(x) -> bool:
     return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def check_profile(profile: dict, confkd: bool, repeats: int, profile_steps: int = 1) -> None:
+    """The profile of one trainer: median ms of every column and part, ``None`` exactly where the trainer has no such
+    part."""
+    assert set(profile) == {"median_ms", "profiled_batches", "loaded_batches"}
+    assert profile["profiled_batches"] == repeats * profile_steps
+    ms = profile["median_ms"]
+    assert set(ms) == set(COLUMNS) | set(PARTS)
+    absent = set() if confkd else {"teacher_decoder", "seeds", "weak", "kd", "ent"}
+    assert {k for k, v in ms.items() if v is None} == absent
+    assert all(_positive(ms[k]) for k in set(PARTS) - absent) and _positive(ms["load"]) and _positive(ms["step"])
+    assert isinstance(ms["other"], float)
 
 
 def test_interleaved_order_alternates():
@@ -42,25 +60,82 @@ def test_busy_machine_is_warned_about_before_timing(load, cores, busy):
         assert f"{load[0]:.1f}" in warning and f"{cores} cores" in warning
 
 
-@pytest.mark.parametrize(("time", "memory", "met"), [(1.25, 1.30, (True, True)), (1.26, 1.31, (False, False))])
-def test_ratios_against_targets(time, memory, met):
+@pytest.mark.parametrize(("epoch", "memory", "met"), [(1.30, 1.30, (True, True)), (1.31, 1.31, (False, False))])
+def test_ratios_against_targets(epoch, memory, met):
     results = [{"trainer": "nnUNetTrainer", "median_step_s": 2.0, "peak_memory_mb": 100.0},
-               {"trainer": "X", "median_step_s": 2.0 * time, "peak_memory_mb": 100.0 * memory}]
+               {"trainer": "X", "median_step_s": 2.0 * epoch, "peak_memory_mb": 100.0 * memory}]
     ratios = compute_ratios(results)
-    assert ratios["baseline"] == "nnUNetTrainer"
+    assert ratios["baseline"] == "nnUNetTrainer" and ratios["targets"] == {"epoch": 1.30, "memory": 1.30}
     assert ratios["nnUNetTrainer"]["time"] == ratios["nnUNetTrainer"]["memory"] == 1.0
-    assert ratios["X"]["time"] == pytest.approx(time) and ratios["X"]["memory"] == pytest.approx(memory)
-    assert (ratios["X"]["time_met"], ratios["X"]["memory_met"]) == met
+    assert ratios["X"]["epoch"] == pytest.approx(epoch) and ratios["X"]["memory"] == pytest.approx(memory)
+    assert (ratios["X"]["epoch_met"], ratios["X"]["memory_met"]) == met
+    assert ratios["X"]["vs_strong_only"] is None
+
+
+def test_epoch_and_per_case_ratios_count_iterations_and_cases():
+    results = [{"trainer": "nnUNetTrainer", "median_step_s": 1.0, "peak_memory_mb": 1.0, "cases_per_step": 8,
+                "iterations_per_epoch": 250},
+               {"trainer": "nnUNetTrainerStrongOnly", "median_step_s": 0.8, "peak_memory_mb": 1.0,
+                "cases_per_step": 8, "iterations_per_epoch": 250},
+               {"trainer": "add", "median_step_s": 1.6, "peak_memory_mb": 1.0, "cases_per_step": 16,
+                "iterations_per_epoch": 250},
+               {"trainer": "short", "median_step_s": 1.2, "peak_memory_mb": 1.0, "cases_per_step": 8,
+                "iterations_per_epoch": 125}]
+    ratios = compute_ratios(results)
+    assert set(ratios["add"]) == RATIO_KEYS
+    assert ratios["add"]["time"] == ratios["add"]["epoch"] == pytest.approx(1.6)
+    assert ratios["add"]["per_case"] == pytest.approx(0.8) and ratios["add"]["vs_strong_only"] == pytest.approx(2.0)
+    assert ratios["short"]["time"] == pytest.approx(1.2) and ratios["short"]["epoch"] == pytest.approx(0.6)
+    assert (ratios["add"]["epoch_met"], ratios["short"]["epoch_met"]) == (False, True)
+
+
+FIXED_REPORT = {
+    "metadata": {"device_name": "AMD EPYC", "device": "cpu", "dataset": "Dataset502_ACDC", "config": "2d_cpu",
+                 "batch_size": 8, "patch_size": [128, 112], "repeats": 3, "steps": 5, "warmup": 2},
+    "results": [
+        {"trainer": "nnUNetTrainer", "cases_per_step": 8, "full_per_step": None, "composition": "stock",
+         "iterations_per_epoch": 250, "median_step_s": 1.0, "iqr_step_s": 0.05, "peak_memory_mb": 400.0,
+         "memory_measure": "cpu_peak_rss_increase"},
+        {"trainer": "nnUNetTrainerStrongOnly", "cases_per_step": 8, "full_per_step": 8, "composition": "replace 1",
+         "iterations_per_epoch": 250, "median_step_s": 1.02, "iqr_step_s": 0.04, "peak_memory_mb": 404.0,
+         "memory_measure": "cpu_peak_rss_increase"},
+        {"trainer": "nnUNetTrainerConfKD", "cases_per_step": 16, "full_per_step": 8, "composition": "add 1",
+         "iterations_per_epoch": 250, "median_step_s": 2.55, "iqr_step_s": 0.1, "peak_memory_mb": 900.0,
+         "memory_measure": "cpu_peak_rss_increase"},
+        {"trainer": "nnUNetTrainerConfKD_replaceHalf", "cases_per_step": 8, "full_per_step": 4,
+         "composition": "replace 0.5", "iterations_per_epoch": 250, "median_step_s": 1.3, "iqr_step_s": 0.06,
+         "peak_memory_mb": 500.0, "memory_measure": "cpu_peak_rss_increase"}]}
+
+
+def test_markdown_table_and_ratio_lines_of_a_fixed_report():
+    report = {**FIXED_REPORT, "ratios": compute_ratios(FIXED_REPORT["results"])}
+    assert format_table(report).splitlines() == [
+        "| trainer | cases/step (full) | median step (s) | IQR (s) | peak memory (MB) | step ratio | epoch ratio "
+        "(<= 1.3) | met | memory ratio (<= 1.3) | met |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "| nnUNetTrainer | 8 | 1.0000 | 0.0500 | 400.0 | 1.000 | 1.000 | yes | 1.000 | yes |",
+        "| nnUNetTrainerStrongOnly | 8 (8) | 1.0200 | 0.0400 | 404.0 | 1.020 | 1.020 | yes | 1.010 | yes |",
+        "| nnUNetTrainerConfKD | 16 (8) | 2.5500 | 0.1000 | 900.0 | 2.550 | 2.550 | **no** | 2.250 | **no** |",
+        "| nnUNetTrainerConfKD_replaceHalf | 8 (4) | 1.3000 | 0.0600 | 500.0 | 1.300 | 1.300 | yes | 1.250 | yes |",
+        "",
+        "baseline nnUNetTrainer; Dataset502_ACDC 2d_cpu, plans batch 8, patch [128, 112]; AMD EPYC (cpu), 3 x 5 "
+        "steps (+2 warm-up); memory: cpu_peak_rss_increase"]
+    assert ratio_lines(report).splitlines() == [
+        "nnUNetTrainerStrongOnly (replace 1, 8 cases/step): epoch 1.020 x nnUNetTrainer: meets the 1.3 target",
+        "nnUNetTrainerConfKD (add 1, 16 cases/step): epoch 2.550 x nnUNetTrainer, 2.500 x nnUNetTrainerStrongOnly, "
+        "per case 1.275: misses the 1.3 target",
+        "nnUNetTrainerConfKD_replaceHalf (replace 0.5, 8 cases/step): epoch 1.300 x nnUNetTrainer, 1.275 x "
+        "nnUNetTrainerStrongOnly: meets the 1.3 target"]
 
 
 @pytest.mark.slow
 def test_cpu_smoke_json_schema(tmp_path, capsys):
     out = tmp_path / "cost.json"
-    benchmark_cost.main(["--workdir", str(tmp_path / "work"), "-device", "cpu", "--steps", "2", "--repeats", "2",
-                         "--warmup", "1", "--batch-size", "2", "--patch-size", "32", "32", "-o", str(out),
+    benchmark_cost.main(["-o", str(tmp_path / "work"), "-device", "cpu", "--steps", "2", "--repeats", "2",
+                         "--warmup", "1", "--batch-size", "2", "--patch-size", "32", "32", "--json", str(out),
                          # one thread: on a CPU shared with other jobs, oversubscribed OpenMP threads slow steps
                          # many-fold
-                         "--threads", "1"])
+                         "--threads", "1", "--profile-steps", "1"])
     report = json.loads(out.read_text())
     assert set(report) == {"metadata", "results", "ratios"}
     meta = report["metadata"]
@@ -71,8 +146,10 @@ def test_cpu_smoke_json_schema(tmp_path, capsys):
     assert isinstance(meta["device_name"], str) and meta["device_name"]
     assert meta["torch_threads"] == 1
     # the command names the report's folder as "." and the work folder relative to it
-    assert meta["command"] == ("confkd_benchmark_cost --workdir work -device cpu --steps 2 --repeats 2 --warmup 1 "
-                               "--batch-size 2 --patch-size 32 32 -o cost.json --threads 1")
+    assert meta["command"] == ("confkd_benchmark_cost -o work -device cpu --steps 2 --repeats 2 --warmup 1 "
+                               "--batch-size 2 --patch-size 32 32 --json cost.json --threads 1 --profile-steps 1")
+    assert (meta["dataset"], meta["synthetic"], meta["plans"], meta["config"]) == (
+        "Dataset991_ConfKDSynthetic", True, "nnUNetPlans", "2d")
     assert str(tmp_path) not in out.read_text()
     assert [r["trainer"] for r in report["results"]] == TRAINERS
     for r in report["results"]:
@@ -82,22 +159,33 @@ def test_cpu_smoke_json_schema(tmp_path, capsys):
         assert len(r["repeat_medians_s"]) == 2 and all(_positive(x) for x in r["repeat_medians_s"])
         assert [len(s) for s in r["step_times_s"]] == [2, 2]
         assert r["memory_measure"] in ("cpu_peak_rss_increase", "cpu_ru_maxrss_increase")
+        assert r["iterations_per_epoch"] == 250
+        check_profile(r["profile"], confkd=r["trainer"] != "nnUNetTrainer", repeats=2)
+    # each trainer is timed on its own loader's batches: ConfKD's "add" composition doubles the plan's batch
+    assert [(r["cases_per_step"], r["full_per_step"], r["composition"]) for r in report["results"]] == [
+        (2, None, "stock"), (4, 2, "add 1")]
     ratios = report["ratios"]
     assert ratios["baseline"] == "nnUNetTrainer"
     assert ratios["nnUNetTrainer"]["time"] == 1.0 and ratios["nnUNetTrainer"]["memory"] == 1.0
     assert _positive(ratios["nnUNetTrainerConfKD"]["time"]) and _positive(ratios["nnUNetTrainerConfKD"]["memory"])
-    assert isinstance(ratios["nnUNetTrainerConfKD"]["time_met"], bool)
-    assert "| nnUNetTrainerConfKD |" in capsys.readouterr().out
+    assert isinstance(ratios["nnUNetTrainerConfKD"]["epoch_met"], bool)
+    printed = capsys.readouterr().out
+    assert "| nnUNetTrainerConfKD | 4 (2) |" in printed
+    assert "nnUNetTrainerConfKD (add 1, 4 cases/step): epoch " in printed
+    assert "| trainer | cases/step | load | step | encoder | decoder | teacher decoder |" in printed
 
 
 def test_flags_follow_nnunet_with_the_long_forms_as_aliases(monkeypatch):
-    short = benchmark_cost.parse_args(["-d", "992", "-c", "3d_fullres", "-tr", "A", "B", "A", "-device", "cpu",
-                                       "-o", "r.json", "-np", "4"])
-    long = benchmark_cost.parse_args(["--dataset-id", "992", "--config", "3d_fullres", "--trainers", "A", "B",
-                                      "--device", "cpu", "--out", "r.json", "-np", "4"])
-    for args in (short, long):
-        assert (args.dataset_id, args.config, args.trainers, args.device, args.out, args.np) == (
-            992, "3d_fullres", ["A", "B"], "cpu", Path("r.json"), 4)
+    short = benchmark_cost.parse_args(["-d", "992", "-c", "3d_fullres", "-p", "P", "-tr", "A", "B", "A", "-device",
+                                       "cpu", "-o", "work", "-np", "4"])
+    long = benchmark_cost.parse_args(["--dataset-id", "992", "--config", "3d_fullres", "--plans", "P", "--trainers",
+                                      "A", "B", "--device", "cpu", "--out", "work", "-np", "4"])
+    older = benchmark_cost.parse_args(["--dataset", "992", "-c", "3d_fullres", "-p", "P", "-tr", "A", "B",
+                                       "-device", "cpu", "--workdir", "work", "-np", "4"])
+    for args in (short, long, older):
+        assert (args.dataset, args.config, args.plans, args.trainers, args.device, args.workdir, args.np) == (
+            "992", "3d_fullres", "P", ["A", "B"], "cpu", Path("work"), 4)
+        assert args.json is None and not args.synthetic
     import torch
 
     for available, device in ((True, "cuda"), (False, "cpu")):
@@ -106,8 +194,9 @@ def test_flags_follow_nnunet_with_the_long_forms_as_aliases(monkeypatch):
 
 
 def test_worker_command_is_parsed_back_by_the_worker():
-    args = benchmark_cost.parse_args(["-c", "2d", "-device", "cpu", "--steps", "3", "--warmup", "1",
-                                      "--batch-size", "2", "--patch-size", "32", "48", "--threads", "1"])
+    args = benchmark_cost.parse_args(["-c", "2d", "-p", "P", "-device", "cpu", "--steps", "3", "--warmup", "1",
+                                      "--batch-size", "2", "--patch-size", "32", "48", "--threads", "1",
+                                      "--profile-steps", "4"])
     cmd = worker_command(args, "nnUNetTrainerConfKD", Path("/pre/D"), Path("/w/r.json"))
     assert cmd[1:3] == ["-m", "nnunetv2_confkd.study.benchmark_cost"]
     worker = benchmark_cost.parse_args(cmd[3:])
@@ -115,3 +204,4 @@ def test_worker_command_is_parsed_back_by_the_worker():
         "nnUNetTrainerConfKD", "/pre/D", "/w/r.json")
     assert (worker.config, worker.device, worker.steps, worker.warmup, worker.seed) == ("2d", "cpu", 3, 1, args.seed)
     assert (worker.batch_size, worker.patch_size, worker.threads) == (2, [32, 48], 1)
+    assert (worker.plans, worker.profile_steps) == ("P", 4)

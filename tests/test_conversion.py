@@ -30,6 +30,7 @@ from nnunetv2_confkd_conversion.options import (
 )
 from nnunetv2_confkd_conversion.reporting import report
 from nnunetv2_confkd_conversion.writer import check_output, write_mixed_dataset
+from test_splits import assert_cv_folds
 
 from nnunetv2_confkd.checks import ConfKDInputError
 
@@ -209,11 +210,8 @@ def test_levels_and_splits_are_patient_level(tmp_path):
     assert sorted(p.name for p in (folder / "labelsTs").iterdir()) == ["t0_f0.nii.gz", "t0_f1.nii.gz"]
     splits = json.loads((folder / "splits_final.json").read_text())
     assert json.loads((tmp_path / folder.name / "splits_final.json").read_text()) == splits
-    assert len(splits) == 4 and sorted(splits[0]["train"]) == sorted(dj["supervision"])
-    for fold in splits[1:]:
-        val_patients = {c.split("_")[0] for c in fold["val"]}
-        assert all(dj["supervision"][c] == "full" for c in fold["val"]) and len(val_patients) == 1
-        assert not val_patients & {c.split("_")[0] for c in fold["train"]}
+    assert len(splits) == 3  # one cross-validation fold per full patient, numbered from 0
+    assert_cv_folds(splits, dj["supervision"], lambda case: case.split("_")[0])
 
 
 def test_bad_requests_write_nothing(tmp_path):

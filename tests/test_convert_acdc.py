@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from test_splits import assert_cv_folds
 
 from nnunetv2_confkd.checks import ConfKDInputError
 
@@ -187,15 +188,8 @@ def test_official_splits(erosion_dataset):
     splits = json.loads((folder / "splits_final.json").read_text())
     assert json.loads((preprocessed / folder.name / "splits_final.json").read_text()) == splits
     manifest = dataset_json(folder)["supervision"]
-    assert len(splits) == 3  # fold 0 (all) + one fold per full patient
-    for split in splits:
-        assert split["val"] and all(manifest[c] == "full" for c in split["val"])
-        for part in ("train", "val"):
-            for patient in {c.split("_")[0] for c in split[part]}:  # patient level: both frames on one side
-                assert {c for c in manifest if c.startswith(patient)} <= set(split[part])
-    assert set(splits[0]["train"]) == set(manifest)
-    for split in splits[1:]:
-        assert not set(split["train"]) & set(split["val"])
+    assert len(splits) == 2  # one cross-validation fold per full patient, numbered from 0
+    assert_cv_folds(splits, manifest, lambda case: case.split("_")[0])  # patient level: both frames on one side
 
 
 @pytest.mark.parametrize("weak", ["points", "scribble", "unlabeled"])
@@ -236,6 +230,19 @@ def test_official_background_annotation(official, tmp_path):
     weak = [c for c, lvl in dj["supervision"].items() if lvl == "weak"]
     assert dj["weak_label"]["background"] is True and dj["weak_label"]["background_annotated"] is True
     assert all((read(folder / "labelsTr" / f"{c}.nii.gz") == 0).any() for c in weak)
+
+
+def test_seeds_simulated_on_a_coarser_grid_are_recorded_and_stay_a_subset(official, tmp_path):
+    folder = acdc.convert_acdc(official, tmp_path, 14, 1, "erosion", holdout=2, simulation_spacing=(3.0, 3.0))
+    dj = dataset_json(folder)
+    assert dj["weak_label"]["simulation_spacing"] == [3.0, 3.0]
+    weak = [c for c, lvl in dj["supervision"].items() if lvl == "weak"]
+    assert weak
+    for case in weak:
+        label = read(folder / "labelsTr" / f"{case}.nii.gz")
+        assert (label != 4).any() and set(np.unique(label).tolist()) <= {1, 2, 3, 4}
+    with pytest.raises(ConfKDInputError, match="simulated kinds"):
+        acdc.convert_acdc(official, tmp_path, 15, 1, "unlabeled", holdout=2, simulation_spacing=(3.0, 3.0))
 
 
 def test_source_nesting(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 from nnunetv2_confkd_conversion import lits
 from scipy import ndimage
+from test_splits import assert_cv_folds
 
 from nnunetv2_confkd.checks import ConfKDInputError
 
@@ -143,10 +144,8 @@ def test_official_layout_per_kind(official, tmp_path, weak):
             assert total > 0 and hit == total
     splits = json.loads((folder / "splits_final.json").read_text())
     assert splits == json.loads((tmp_path / "pre" / folder.name / "splits_final.json").read_text())
-    assert sorted(splits[0]["train"]) == train
-    for fold in splits:
-        assert fold["val"] and all(manifest[c] == "full" for c in fold["val"])
-        assert set(fold["train"]) | set(fold["val"]) == set(train)
+    assert len(splits) == 2  # two full volumes: one cross-validation fold each
+    assert_cv_folds(splits, manifest, lambda case: case)  # one patient per LiTS volume
     assert leftovers(tmp_path / "raw") == []
 
 

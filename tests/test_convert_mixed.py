@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 from nnunetv2_confkd_conversion import mixed
+from test_splits import assert_cv_folds
 
 from nnunetv2_confkd.checks import ConfKDInputError
 
@@ -86,9 +87,7 @@ def check_dataset(folder: Path, data: dict, patient_of) -> dict:
     assert all(len(v) == 1 for v in levels.values())  # one level per patient
     test_patients = {patient_of(p.name[:-len(".nii.gz")]) for p in (folder / "labelsTs").iterdir()}
     assert not test_patients & set(levels)
-    for fold in json.loads((folder / "splits_final.json").read_text())[1:]:
-        assert not {patient_of(c) for c in fold["train"]} & {patient_of(c) for c in fold["val"]}
-        assert all(manifest[c] == "full" for c in fold["val"])
+    assert_cv_folds(json.loads((folder / "splits_final.json").read_text()), manifest, patient_of)
     return dj
 
 

@@ -203,7 +203,8 @@ def test_demo_flags():
 
 def test_table_note():
     assert demo.table_note(list(demo.DEFAULT_TRAINERS)) == (
-        "Rows: nnUNetTrainerConfKD_demo = ConfKD (ConfKD's two decoders of one checkpoint (student: weak labels of all "
-        "cases + distillation; teacher: full cases)); nnUNetTrainerStrongOnly_demo = strong-only (stock nnU-Net "
-        "objective on the full cases only); nnUNetTrainer_confkdDemo = nnU-Net + ignore (stock nnU-Net on all cases, "
-        "unannotated voxels ignored).")
+        "Rows: nnUNetTrainerConfKD_demo = ConfKD, student and teacher decoders of one checkpoint (student: weak labels "
+        "of all cases, distillation and entropy; teacher: full cases) | nnUNetTrainerStrongOnly_demo = strong-only, "
+        "stock nnU-Net objective on the full cases only | nnUNetTrainer_confkdDemo = nnU-Net + ignore, stock nnU-Net "
+        "on all cases with unannotated voxels ignored.")
+    assert demo.table_note(["MyTrainer"]) == "Rows: MyTrainer = MyTrainer."

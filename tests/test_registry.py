@@ -10,6 +10,7 @@ import pytest
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_confkd.training import registry, variants
+from nnunetv2_confkd.training.auto_settings import nnUNetTrainerConfKDAuto
 from nnunetv2_confkd.training.baselines import nnUNetTrainerIgnorePadding
 from nnunetv2_confkd.training.schedules import SCHEDULES, ScheduleMixin, twin_name
 from nnunetv2_confkd.training.trainer import nnUNetTrainerConfKD, nnUNetTrainerStrongOnly
@@ -19,7 +20,7 @@ SWITCHES = ("weak_weight", "kd_weight", "entropy_weight", "temperature", "kd_alp
             "entropy_on", "kd_on", "student_strong_labels", "weak_loss", "confidence_term", "pseudo_threshold",
             "seed_iterations", "legacy", "entropy_rampup_fraction", "inference_head", "strong_fraction",
             "batch_composition", "weak_ratio")
-BASES = (nnUNetTrainerConfKD, nnUNetTrainerStrongOnly, nnUNetTrainerIgnorePadding)
+BASES = (nnUNetTrainerConfKD, nnUNetTrainerConfKDAuto, nnUNetTrainerStrongOnly, nnUNetTrainerIgnorePadding)
 VARIANT_CLASSES = [v for v in registry.VARIANTS if v not in BASES]
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -18,9 +20,11 @@ from conftest import nnunet_env
 from nnunetv2_confkd_conversion.synthetic import SyntheticSpec, make_synthetic_dataset
 
 from nnunetv2_confkd.checks import ConfKDInputError
+from nnunetv2_confkd.study.benchmark import main as benchmark_main
 from nnunetv2_confkd.study.benchmark import parse_args, recorded_command
 from nnunetv2_confkd.study.presets import PRESETS, ensure_configuration, reduced_configuration
 from nnunetv2_confkd.study.records import aggregate, inference_ratio, preset_check, run_provenance
+from nnunetv2_confkd.study.runner import Runner
 from nnunetv2_confkd.study.runs import Run, plan_runs, resolve_dataset
 
 DATASET = "Dataset991_ConfKDSynthetic"
@@ -60,7 +64,7 @@ def test_study_plans_the_reduced_configuration_and_preprocesses_it(study):
     assert len(list((Path(env["nnUNet_preprocessed"]) / DATASET / "nnUNetPlans_2d_smoke").glob("*.pkl"))) == 11
     # models live in the study folder, one results root per seed, never in the user's nnUNet_results
     assert (out / "nnUNet_results" / "seed_0" / DATASET / "nnUNetTrainerConfKD_smoke__nnUNetPlans__2d_smoke" /
-            "fold_0" / "checkpoint_final.pth").is_file()
+            "fold_all" / "checkpoint_final.pth").is_file()  # the default fold: nnU-Net's all
     assert not Path(env["nnUNet_results"]).exists()
 
 
@@ -190,7 +194,7 @@ def test_an_interrupted_run_is_redone_and_never_half_counted(study):
     (stale / "half_written.nii.gz").write_bytes(b"junk")
     # and a strong-only training killed after its last checkpoint_latest
     model = "nnUNetTrainerStrongOnly_smoke__nnUNetPlans__2d_smoke"
-    fold = out / "nnUNet_results" / "seed_0" / DATASET / model / "fold_0"
+    fold = out / "nnUNet_results" / "seed_0" / DATASET / model / "fold_all"
     shutil.move(fold / "checkpoint_final.pth", fold / "checkpoint_latest.pth")
     for rec in (out / "runs" / DATASET / "nnUNetTrainerStrongOnly_smoke" / "seed_0").glob("*.json"):
         rec.unlink()
@@ -361,15 +365,19 @@ def test_cross_validation_evaluates_nnunets_validation_of_each_fold(study):
                            "--preset", "smoke", "-device", "cpu", "-o", str(out), "-np", "1"],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = out / "runs" / DATASET / "nnUNetTrainerConfKD_smoke" / "seed_0" / "cv_fold_1"
+    run_dir = out / "runs" / DATASET / "nnUNetTrainerConfKD_smoke" / "seed_0" / "v2_cv_fold_1"
     assert [p.name for p in run_dir.iterdir()] == ["student.json"]  # nnU-Net validates with the inference head
     rec = json.loads((run_dir / "student.json").read_text())
     split = json.loads((Path(env["nnUNet_preprocessed"]) / DATASET / "splits_final.json").read_text())[1]
-    assert rec["evaluation"] == "cv" and rec["fold"] == "1"
+    assert rec["evaluation"] == "cv" and rec["fold"] == "1" and rec["split"] == "v2"
     assert sorted({m["case"] for m in rec["metrics"]}) == sorted(split["val"])
     assert not set(split["val"]) & set(split["train"])
     md = (out / "results.md").read_text()
-    assert "cross-validation on the training set, folds 1" in md
+    assert "cross-validation on the training set, folds v2/1" in md
+    # the fold's model has the results root of its split format, apart from the models trained on every case
+    model = out / "nnUNet_results" / "split_v2" / "seed_0" / DATASET
+    model = model / "nnUNetTrainerConfKD_smoke__nnUNetPlans__2d_smoke"
+    assert (model / "fold_1" / "checkpoint_final.pth").is_file()
     # the test-set rows, the preset check input and the inference pairs are unchanged by the cv records
     report = json.loads((out / "results.json").read_text())
     assert sum(r["evaluation"] == "test" for r in report["rows"]) == 4
@@ -398,3 +406,112 @@ def test_recorded_command_names_no_folder_of_the_machine(tmp_path, monkeypatch):
         "confkd_benchmark -d 501 -tr nnUNetTrainer -o . --extra 500:nnUNetTrainer"
     assert recorded_command(["--report-only", "--out", str(tmp_path / "study")], tmp_path / "study") == \
         "confkd_benchmark --report-only --out ."
+
+
+# ======================================================================================================================
+# The grid on a cluster: --list-runs, --run-index, the run lock, -num_gpus (no training: the runner's steps recorded)
+# ======================================================================================================================
+
+GRID = ["-d", "501", "502", "-tr", "nnUNetTrainer", "nnUNetTrainerStrongOnly", "--seeds", "0", "1", "-device", "cpu"]
+
+
+@pytest.fixture
+def grid(tmp_path, monkeypatch):
+    """Two raw datasets with held-out parts and converter splits (v2 and v1), nnU-Net's folders pointed at them, and
+    the runner's preparing, training and evaluation recorded instead of run."""
+    raw, pre = tmp_path / "raw", tmp_path / "pre"
+    for name, splits in (("Dataset501_A", [{"train": ["b", "w"], "val": ["a"]}, {"train": ["a", "w"], "val": ["b"]}]),
+                         ("Dataset502_B", [{"train": ["a", "b", "w"], "val": ["a", "b"]},
+                                           {"train": ["b", "w"], "val": ["a"]}, {"train": ["a", "w"], "val": ["b"]}])):
+        for sub in ("imagesTs", "labelsTs"):
+            (raw / name / sub).mkdir(parents=True)
+        (raw / name / "dataset.json").write_text(json.dumps({"file_ending": ".nii.gz", "numTraining": 3}))
+        (raw / name / "labelsTs" / "t.nii.gz").write_bytes(b"")
+        (raw / name / "imagesTs" / "t_0000.nii.gz").write_bytes(b"")
+        (raw / name / "splits_final.json").write_text(json.dumps(splits))
+    monkeypatch.setenv("nnUNet_raw", str(raw))
+    monkeypatch.setenv("nnUNet_preprocessed", str(pre))
+    calls = []
+    monkeypatch.setattr(Runner, "_prepare", lambda self, dataset: calls.append(("prepare", dataset)) or "2d")
+    monkeypatch.setattr(Runner, "train", lambda self, run, config: calls.append(("train", run)) or (1.0, "done"))
+    monkeypatch.setattr(Runner, "evaluate", lambda self, run, *a: calls.append(("evaluate", run)))
+    return tmp_path / "study", calls
+
+
+def test_list_runs_prints_the_grid_in_the_runners_order(grid, capsys):
+    out, calls = grid
+    benchmark_main([*GRID, "-o", str(out), "--list-runs"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 and not calls and not out.exists()
+    assert lines[0] == "0\tDataset501_A\tnnUNetTrainer\t0\tall\ttest\tto run"
+    assert lines[3] == "3\tDataset502_B\tnnUNetTrainerStrongOnly\t0\tall\ttest\tto run"
+    assert [line.split("\t")[3] for line in lines] == ["0"] * 4 + ["1"] * 4  # seed-major
+    benchmark_main([*GRID, "-o", str(out), "--list-runs", "--cv"])  # every fold of each dataset's own split
+    cv = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [(c[1][7:10], c[4]) for c in cv[:8]] == [("501", "0")] * 2 + [("501", "1"), ("501", "1"), ("502", "1"),
+                                                                         ("502", "1"), ("502", "2"), ("502", "2")]
+    assert {c[5] for c in cv} == {"cv"} and len(cv) == 16
+
+
+def test_run_index_runs_exactly_that_run_of_the_list(grid, capsys):
+    out, calls = grid
+    benchmark_main([*GRID, "-o", str(out), "--list-runs"])
+    listed = capsys.readouterr().out.splitlines()
+    benchmark_main([*GRID, "-o", str(out), "--run-index", "6"])
+    assert calls[0] == ("prepare", "Dataset502_B") and [step for step, _ in calls[1:]] == ["train", "evaluate"]
+    run = calls[1][1]
+    assert listed[6] == f"6\t{run.dataset}\t{run.trainer}\t{run.seed}\t{run.fold}\ttest\tto run"
+    assert run == Run("Dataset502_B", "nnUNetTrainer", "nnUNetTrainer", 1)
+    printed = capsys.readouterr().out
+    assert "--report-only" in printed and not (out / "results.md").exists()  # the report is left to --report-only
+    assert not list((out / "locks").iterdir())  # released at the end
+    for bad in ("8", "-1"):
+        with pytest.raises(SystemExit, match=f"--run-index {bad} is out of range: the grid has 8 run"):
+            benchmark_main([*GRID, "-o", str(out), "--run-index", bad])
+
+
+def test_a_second_job_for_a_run_names_the_holder_and_touches_nothing(grid, capsys):
+    from nnunetv2_confkd.study.locks import StudyLock, lock_path
+
+    out, calls = grid
+    run = Run("Dataset501_A", "nnUNetTrainer", "nnUNetTrainer", 0)
+    with StudyLock(lock_path(out, f"run/{run.key}"), "the first job"):
+        held = {p: p.read_bytes() for p in (out / "locks").iterdir()}
+        with pytest.raises(SystemExit, match="1 run\\(s\\) not done"):
+            benchmark_main([*GRID, "-o", str(out), "--run-index", "0"])
+        assert {p: p.read_bytes() for p in (out / "locks").iterdir()} == held
+    assert calls == [("prepare", "Dataset501_A")]  # prepared (under its own lock), never trained
+    assert f"NOT RUN: locked by host {socket.gethostname()}, pid {os.getpid()}" in capsys.readouterr().out
+
+
+def test_cv_on_fold_0_of_the_earlier_split_is_refused(grid):
+    out, calls = grid
+    with pytest.raises(SystemExit, match="Dataset502_B: fold 0 .* trains on its validation cases"):
+        benchmark_main([*GRID, "-o", str(out), "--cv", "-f", "0", "--list-runs"])
+
+
+def test_num_gpus_is_passed_to_the_training_command(grid):
+    out, _ = grid
+    runner = Runner(parse_args([*GRID, "-o", str(out), "-num_gpus", "2"]), "confkd_benchmark")
+    cmd = runner.train_command(Run("Dataset501_A", "nnUNetTrainer", "nnUNetTrainer", 0), "2d", resume=True)
+    assert cmd == ["confkd_train", "501", "2d", "all", "-tr", "nnUNetTrainer", "-p", "nnUNetPlans", "-device", "cpu",
+                   "-num_gpus", "2", "--c"]
+    single = Runner(parse_args([*GRID, "-o", str(out)]), "confkd_benchmark")
+    assert "-num_gpus" not in single.train_command(Run("Dataset501_A", "nnUNetTrainer", "nnUNetTrainer", 0), "2d")
+
+
+def test_sigterm_during_a_run_removes_its_locks(grid, monkeypatch):
+    import signal
+
+    out, calls = grid
+
+    def killed(self, run, config):
+        calls.append(("train", run))
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. the job's time limit
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(Runner, "train", killed)
+    with pytest.raises(SystemExit) as stopped:
+        benchmark_main([*GRID, "-o", str(out), "--run-index", "0"])
+    assert stopped.value.code == 128 + signal.SIGTERM and [s for s, _ in calls] == ["prepare", "train"]
+    assert not list((out / "locks").iterdir()) and signal.getsignal(signal.SIGTERM) == before

@@ -87,10 +87,14 @@ def test_bad_supervision_is_refused_before_training(nnunet_paths, scenario):
         trainer.initialize()
 
 
-def test_fold_all_is_refused_because_it_validates_on_weak_cases(nnunet_paths):
-    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke, fold="all")
-    with pytest.raises(ConfKDInputError, match="not fully labeled"):
-        trainer.initialize()
+@pytest.mark.parametrize("cls", [trainers.nnUNetTrainerConfKD_smoke, trainers.nnUNetTrainerStrongOnly_smoke])
+def test_fold_all_trains_on_every_case_and_validates_on_the_full_ones(nnunet_paths, cls):
+    trainer = make_trainer(nnunet_paths, cls, fold="all")
+    trainer.initialize()
+    tr_keys, val_keys = trainer.do_split()
+    manifest = trainer.dataset_json["supervision"]
+    assert sorted(tr_keys) == sorted(manifest)
+    assert val_keys and sorted(val_keys) == sorted(k for k, level in manifest.items() if level == "full")
 
 
 @pytest.mark.parametrize(("cls", "expected_strong", "expected_other"),
@@ -332,3 +336,31 @@ def test_stock_baseline_with_ignore_padding_keeps_unlabeled_cases_all_ignore(nnu
                 seen += 1
                 assert torch.all(seg == 4)  # stock nnU-Net would turn padding into background here
     assert seen > 0
+
+
+class _AutoForTest(trainers.nnUNetTrainerConfKDAuto_smoke):
+    settings_by_labels = {"foreground_only": {"kd_on": "all", "weak_weight": 0.1}, "background_annotated": {}}
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_auto_trainer_applies_the_settings_of_its_weak_label_kind(nnunet_paths, recorded):
+    dataset_json = load_json(str(nnunet_paths.preprocessed / "dataset.json"))
+    assert dataset_json["weak_label"]["background_annotated"] is False  # the synthetic seeds are foreground-only
+    if not recorded:
+        del dataset_json["weak_label"]["background_annotated"]
+    trainer = make_trainer(nnunet_paths, _AutoForTest, dataset_json=dataset_json)
+    trainer.initialize()
+    config = trainer.confkd_loss.config
+    assert (config.kd_on, config.weak_weight, config.entropy_weight) == ("all", 0.1, 0.1)
+    assert trainer.chosen_settings["kind"] == "foreground_only"
+    assert trainer.chosen_settings["decided_by"].startswith("dataset.json" if recorded else "the weak labels: 0 ")
+    assert _AutoForTest.kd_on == "strong"  # the class keeps its switches; only this trainer changed
+
+
+def test_auto_trainer_refuses_to_change_the_inference_head(nnunet_paths):
+    class HeadChanging(trainers.nnUNetTrainerConfKDAuto_smoke):
+        settings_by_labels = {"foreground_only": {"inference_head": "teacher"}}
+
+    trainer = make_trainer(nnunet_paths, HeadChanging)
+    with pytest.raises(ValueError, match="inference_head"):
+        trainer.initialize()

@@ -1,6 +1,11 @@
-"""The report of ``confkd_benchmark_cost``: per-trainer statistics of the workers' measurements, the time and memory
-ratios against ``nnUNetTrainer`` and their targets (:data:`TARGETS`), the environment metadata, and the Markdown
-table printed at the end.
+"""The report of ``confkd_benchmark_cost``: per-trainer statistics of the workers' measurements (and their profile,
+cost_profile.py), the ratios against ``nnUNetTrainer`` and their targets (:data:`TARGETS`), the environment metadata,
+and the Markdown tables and ratio lines printed at the end.
+
+Ratios of a trainer against the baseline: ``time`` (median step), ``epoch`` (median step x iterations per epoch:
+the training part of an epoch; validation runs one decoder and costs every trainer the same), ``per_case`` (median
+step per case of a batch: an ``"add"`` batch holds twice the plan's cases) and ``memory`` (peak memory increase);
+``vs_strong_only`` is the epoch ratio against ``nnUNetTrainerStrongOnly`` where it was run.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_confkd.study.cost_profile import summarize_profile
 from nnunetv2_confkd.study.provenance import cpu_model, git_commit, utc_now
 
 BASELINE = "nnUNetTrainer"
-TARGETS = {"time": 1.25, "memory": 1.30}  # a trainer meets a target when its ratio to the baseline is at most this
+STRONG_ONLY = "nnUNetTrainerStrongOnly"
+TARGETS = {"epoch": 1.30, "memory": 1.30}  # a trainer meets a target when its ratio to the baseline is at most this
 
 
 def summarize(trainer: str, runs: list[dict]) -> dict:
@@ -32,7 +39,9 @@ def summarize(trainer: str, runs: list[dict]) -> dict:
             "memory_measure": mine[0]["memory_measure"],
             **{k: [r[k] for r in mine] for k in extra},
             "n_parameters": mine[0]["environment"]["n_parameters"],
-            "compiled": mine[0]["environment"]["compiled"]}
+            "compiled": mine[0]["environment"]["compiled"],
+            **{k: mine[0][k] for k in ("cases_per_step", "full_per_step", "composition", "iterations_per_epoch")},
+            "profile": summarize_profile(mine) if mine[0].get("profile_s") else None}
 
 
 def _ratio(value: float, reference: float) -> float | None:
@@ -40,25 +49,35 @@ def _ratio(value: float, reference: float) -> float | None:
 
 
 def compute_ratios(results: list[dict]) -> dict:
-    """Time and memory ratios of every trainer vs ``nnUNetTrainer`` (the first trainer if it was not run)."""
+    """Ratios of every trainer vs ``nnUNetTrainer`` (the first trainer if it was not run); see the module docstring."""
     by_name = {r["trainer"]: r for r in results}
     baseline = by_name.get(BASELINE, results[0])
+    strong_only = by_name.get(STRONG_ONLY)
+
+    def epoch(r):
+        return r["median_step_s"] * r.get("iterations_per_epoch", 1)
+
+    def per_case(r):
+        return r["median_step_s"] / r.get("cases_per_step", 1)
+
     ratios = {"baseline": baseline["trainer"], "targets": dict(TARGETS)}
     for r in results:
-        time_ratio = _ratio(r["median_step_s"], baseline["median_step_s"])
+        epoch_ratio = _ratio(epoch(r), epoch(baseline))
         memory_ratio = _ratio(r["peak_memory_mb"], baseline["peak_memory_mb"])
         ratios[r["trainer"]] = {
-            "time": time_ratio, "memory": memory_ratio,
-            "time_met": None if time_ratio is None else time_ratio <= TARGETS["time"],
+            "time": _ratio(r["median_step_s"], baseline["median_step_s"]), "epoch": epoch_ratio,
+            "per_case": _ratio(per_case(r), per_case(baseline)), "memory": memory_ratio,
+            "vs_strong_only": None if strong_only is None else _ratio(epoch(r), epoch(strong_only)),
+            "epoch_met": None if epoch_ratio is None else epoch_ratio <= TARGETS["epoch"],
             "memory_met": None if memory_ratio is None else memory_ratio <= TARGETS["memory"]}
     return ratios
 
 
-def build_metadata(args: argparse.Namespace, command: str, plans_config: dict, runs: list[dict],
-                   context: dict) -> dict:
-    """Environment metadata of the report: date, commit, versions, device, threads, plans, protocol, machine load
-    and ``command`` (the command line as recorded); ``context`` holds load averages and ``nnUNet_compile``."""
-    env = runs[0]["environment"]
+def build_metadata(args: argparse.Namespace, command: str, dataset, runs: list[dict], context: dict) -> dict:
+    """Environment metadata of the report: date, commit, versions, device, threads, dataset and plans
+    (``dataset``: a :class:`~nnunetv2_confkd.study.cost_dataset.BenchmarkDataset`), protocol, machine load and
+    ``command`` (the command line as recorded); ``context`` holds load averages and ``nnUNet_compile``."""
+    env, plans_config = runs[0]["environment"], dataset.configuration
     return {
         "date_utc": utc_now(),
         "git_commit": git_commit(Path(__file__).resolve().parents[1]),
@@ -67,11 +86,13 @@ def build_metadata(args: argparse.Namespace, command: str, plans_config: dict, r
         "cpu_count": os.cpu_count(), "cuda": env["cuda"], "cudnn": env["cudnn"],
         "torch_threads": env["torch_threads"], "torch_interop_threads": env["torch_interop_threads"],
         "nnUNet_compile": context["nnUNet_compile"],
-        "dataset_id": args.dataset_id, "config": args.config,
+        "dataset_id": dataset.dataset_id, "dataset": dataset.name, "synthetic": dataset.synthetic,
+        "plans": dataset.plans, "config": dataset.config,
         "plans_patch_size": plans_config["patch_size"], "plans_batch_size": plans_config["batch_size"],
         "patch_size": runs[0]["patch_size"], "batch_size": runs[0]["batch_size"],
         "trainers": list(args.trainers), "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
-        "seed": args.seed, "scheme": "one fresh process per (trainer, repeat); trainer order reversed on odd repeats",
+        "seed": args.seed, "profile_steps": args.profile_steps,
+        "scheme": "one fresh process per (trainer, repeat); trainer order reversed on odd repeats",
         "load_average_before": context["load_before"], "load_average_after": context["load_after"],
         "command": command,
     }
@@ -82,18 +103,69 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 
 def format_table(report: dict) -> str:
-    """Markdown table of step time, peak memory and the ratios against their targets."""
+    """Markdown table of cases per step, step time, peak memory and the ratios against their targets.
+
+    Example:
+        >>> results = [{"trainer": "A", "cases_per_step": 8, "full_per_step": None, "median_step_s": 1.0,
+        ...             "iqr_step_s": 0.1, "peak_memory_mb": 100.0, "memory_measure": "m"},
+        ...            {"trainer": "B", "cases_per_step": 16, "full_per_step": 8, "median_step_s": 1.5,
+        ...             "iqr_step_s": 0.2, "peak_memory_mb": 120.0, "memory_measure": "m"}]
+        >>> meta = {"device_name": "CPU", "device": "cpu", "dataset": "Dataset991_S", "config": "2d",
+        ...         "batch_size": 8, "patch_size": [64, 64], "repeats": 2, "steps": 3, "warmup": 1}
+        >>> print(format_table({"results": results, "ratios": compute_ratios(results), "metadata": meta}))
+        | trainer | cases/step (full) | median step (s) | IQR (s) | peak memory (MB) | step ratio | epoch ratio (<= 1.3) | met | memory ratio (<= 1.3) | met |
+        |---|---:|---:|---:|---:|---:|---:|---|---:|---|
+        | A | 8 | 1.0000 | 0.1000 | 100.0 | 1.000 | 1.000 | yes | 1.000 | yes |
+        | B | 16 (8) | 1.5000 | 0.2000 | 120.0 | 1.500 | 1.500 | **no** | 1.200 | yes |
+        <BLANKLINE>
+        baseline A; Dataset991_S 2d, plans batch 8, patch [64, 64]; CPU (cpu), 2 x 3 steps (+1 warm-up); memory: m
+    """  # noqa: E501
     ratios, t = report["ratios"], TARGETS
     yes = {True: "yes", False: "**no**", None: "n/a"}
-    lines = [f"| trainer | median step (s) | IQR (s) | peak memory (MB) | time ratio (<= {t['time']}) | met "
-             f"| memory ratio (<= {t['memory']}) | met |", "|---|---:|---:|---:|---:|---|---:|---|"]
+    lines = [f"| trainer | cases/step (full) | median step (s) | IQR (s) | peak memory (MB) | step ratio | epoch ratio "
+             f"(<= {t['epoch']}) | met | memory ratio (<= {t['memory']}) | met |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in report["results"]:
         q = ratios[r["trainer"]]
-        lines.append(f"| {r['trainer']} | {r['median_step_s']:.4f} | {r['iqr_step_s']:.4f} | "
-                     f"{r['peak_memory_mb']:.1f} | {_fmt(q['time'], '.3f')} | {yes[q['time_met']]} | "
-                     f"{_fmt(q['memory'], '.3f')} | {yes[q['memory_met']]} |")
+        full = "" if r["full_per_step"] is None else f" ({r['full_per_step']})"
+        lines.append(f"| {r['trainer']} | {r['cases_per_step']}{full} | {r['median_step_s']:.4f} | "
+                     f"{r['iqr_step_s']:.4f} | {r['peak_memory_mb']:.1f} | {_fmt(q['time'], '.3f')} | "
+                     f"{_fmt(q['epoch'], '.3f')} | {yes[q['epoch_met']]} | {_fmt(q['memory'], '.3f')} | "
+                     f"{yes[q['memory_met']]} |")
     meta = report["metadata"]
-    lines.append(f"\nbaseline {ratios['baseline']}; {meta['device_name']} ({meta['device']}), batch "
-                 f"{meta['batch_size']}, patch {meta['patch_size']}, {meta['repeats']} x {meta['steps']} steps "
-                 f"(+{meta['warmup']} warm-up); memory: {report['results'][0]['memory_measure']}")
+    lines.append(f"\nbaseline {ratios['baseline']}; {meta['dataset']} {meta['config']}, plans batch "
+                 f"{meta['batch_size']}, patch {meta['patch_size']}; {meta['device_name']} ({meta['device']}), "
+                 f"{meta['repeats']} x {meta['steps']} steps (+{meta['warmup']} warm-up); memory: "
+                 f"{report['results'][0]['memory_measure']}")
+    return "\n".join(lines)
+
+
+def ratio_lines(report: dict) -> str:
+    """One line per trainer other than the baseline: its epoch ratio against the baseline (and the strong-only
+    baseline), its cases per step and composition, and whether it meets the epoch target.
+
+    Example:
+        >>> results = [{"trainer": "nnUNetTrainer", "median_step_s": 1.0, "peak_memory_mb": 1.0, "cases_per_step": 8,
+        ...             "composition": "stock"},
+        ...            {"trainer": "nnUNetTrainerStrongOnly", "median_step_s": 1.0, "peak_memory_mb": 1.0,
+        ...             "cases_per_step": 8, "composition": "replace 1"},
+        ...            {"trainer": "C", "median_step_s": 1.5, "peak_memory_mb": 1.0, "cases_per_step": 16,
+        ...             "composition": "add 1"}]
+        >>> print(ratio_lines({"results": results, "ratios": compute_ratios(results)}))
+        nnUNetTrainerStrongOnly (replace 1, 8 cases/step): epoch 1.000 x nnUNetTrainer: meets the 1.3 target
+        C (add 1, 16 cases/step): epoch 1.500 x nnUNetTrainer, 1.500 x nnUNetTrainerStrongOnly, per case 0.750: misses the 1.3 target
+    """  # noqa: E501
+    ratios, lines = report["ratios"], []
+    base, target = ratios["baseline"], ratios["targets"]["epoch"]
+    for r in report["results"]:
+        q = ratios[r["trainer"]]
+        if r["trainer"] == base or q["epoch"] is None:
+            continue
+        strong = "" if q["vs_strong_only"] is None or r["trainer"] == STRONG_ONLY else \
+            f", {q['vs_strong_only']:.3f} x {STRONG_ONLY}"
+        per_case = "" if r["cases_per_step"] == next(x["cases_per_step"] for x in report["results"]
+                                                     if x["trainer"] == base) else f", per case {q['per_case']:.3f}"
+        verdict = "meets" if q["epoch_met"] else "misses"
+        lines.append(f"{r['trainer']} ({r['composition']}, {r['cases_per_step']} cases/step): epoch {q['epoch']:.3f} x "
+                     f"{base}{strong}{per_case}: {verdict} the {target} target")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
-"""The measuring side of ``confkd_benchmark_cost``: the work folder's nnU-Net environment and synthetic dataset, and
-the fresh worker processes, one per (repeat, trainer), run one at a time in interleaved order.
+"""The measuring side of ``confkd_benchmark_cost``: the work folder's nnU-Net environment, the dataset the workers
+train on (cost_dataset.py; the synthetic one is generated and planned here), and the fresh worker processes, one per
+(repeat, trainer), run one at a time in interleaved order.
 
 Each worker (``python -m nnunetv2_confkd.study.benchmark_cost --worker-trainer NAME ...``) measures one trainer once
 (:mod:`nnunetv2_confkd.study.step_cost`) and writes its result to ``WORKDIR/runs/<trainer>_r<repeat>.json``; its
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,8 +20,18 @@ from pathlib import Path
 import numpy as np
 from nnunetv2_confkd_conversion.synthetic import SyntheticSpec, make_synthetic_dataset
 
+from nnunetv2_confkd.checks import ConfKDInputError
+from nnunetv2_confkd.study.cost_dataset import (
+    SYNTHETIC_ID,
+    BenchmarkDataset,
+    check_complete,
+    preprocessed_dataset,
+    resolved_configuration,
+)
 from nnunetv2_confkd.study.demo import demo_environment, run
 from nnunetv2_confkd.study.presets import PLANS
+
+NNUNET_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")  # what nnUNetv2_plan_and_preprocess plans
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +78,30 @@ def ensure_dataset(env: dict, dataset_id: int, config: str, log: Path, processes
     name = find_dataset(raw, dataset_id).name
     plans_file = pre / name / f"{PLANS}.json"
     planned = plans_file.is_file() and config in json.loads(plans_file.read_text())["configurations"]
-    if not planned or not (pre / name / plans_configuration(plans_file, config)["data_identifier"]).is_dir():
+    if not planned or not (pre / name / resolved_configuration(plans_file, config)["data_identifier"]).is_dir():
         logger.info("nnUNetv2_plan_and_preprocess -d %d -c %s (log: %s)", dataset_id, config, log)
         run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", config, "-np", str(processes),
              "-npfp", str(processes)], env, log)
     return pre / name
 
 
-def plans_configuration(plans_file: Path, config: str) -> dict:
-    """The configuration ``config`` of a plans file, with ``inherits_from`` resolved (one level is enough here)."""
-    configs = json.loads(Path(plans_file).read_text())["configurations"]
-    if config not in configs:
-        raise KeyError(f"configuration {config!r} not in {plans_file} (has {sorted(configs)})")
-    parent = configs[config].get("inherits_from")
-    return {**(configs[parent] if parent else {}), **configs[config]}
+def prepare_dataset(args: argparse.Namespace, env: dict, log: Path) -> BenchmarkDataset:
+    """The dataset of ``args``: ``-d`` under ``$nnUNet_preprocessed`` (of this process's environment), or the
+    synthetic dataset in the work folder when ``-d`` is not given or ``--synthetic`` is."""
+    if not args.synthetic:
+        return preprocessed_dataset(args.dataset, args.config, args.plans, os.environ.get("nnUNet_preprocessed"),
+                                    Path(env["nnUNet_preprocessed"]))
+    if args.plans != PLANS or args.config not in NNUNET_CONFIGURATIONS:
+        raise ConfKDInputError(f"the synthetic dataset is planned by nnUNetv2_plan_and_preprocess, which writes "
+                               f"{PLANS} with {', '.join(NNUNET_CONFIGURATIONS)}; got -p {args.plans} -c "
+                               f"{args.config} (give -d to time another preprocessed dataset)")
+    if args.dataset is not None and not str(args.dataset).isdigit():
+        raise ConfKDInputError(f"--synthetic needs a numeric -d (the id to generate), got {args.dataset!r}")
+    dataset_id = int(args.dataset) if args.dataset is not None else SYNTHETIC_ID
+    folder = ensure_dataset(env, dataset_id, args.config, log, args.np)
+    configuration = resolved_configuration(folder / f"{PLANS}.json", args.config)
+    check_complete(folder, folder / configuration["data_identifier"], args.config, PLANS)
+    return BenchmarkDataset(folder.name, folder, folder, PLANS, args.config, configuration, True)
 
 
 def interleaved_order(trainers: list[str], repeats: int) -> list[tuple[int, str]]:
@@ -98,8 +120,9 @@ def interleaved_order(trainers: list[str], repeats: int) -> list[tuple[int, str]
 def worker_command(args: argparse.Namespace, trainer: str, preprocessed: Path, out: Path) -> list[str]:
     """Command line of one worker process (same interpreter, ``python -m nnunetv2_confkd.study.benchmark_cost``)."""
     cmd = [sys.executable, "-m", "nnunetv2_confkd.study.benchmark_cost", "--worker-trainer", trainer,
-           "--worker-preprocessed", str(preprocessed), "--worker-out", str(out), "-c", args.config,
-           "-device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed)]
+           "--worker-preprocessed", str(preprocessed), "--worker-out", str(out), "-c", args.config, "-p", args.plans,
+           "-device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
+           "--profile-steps", str(args.profile_steps)]
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
     if args.batch_size is not None:
@@ -122,6 +145,7 @@ def run_workers(args: argparse.Namespace, env: dict, preprocessed: Path, log: Pa
         result = json.loads(out.read_text())
         result["repeat"] = repeat
         results.append(result)
-        logger.info("repeat %d %s: median step %.4f s, peak memory %.1f MB (worker %.0f s)", repeat, trainer,
-                    float(np.median(result["step_times_s"])), result["peak_memory_mb"], time.time() - t0)
+        logger.info("repeat %d %s: %d cases per step, median step %.4f s, peak memory %.1f MB (worker %.0f s)",
+                    repeat, trainer, result["cases_per_step"], float(np.median(result["step_times_s"])),
+                    result["peak_memory_mb"], time.time() - t0)
     return results

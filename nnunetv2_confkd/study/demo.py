@@ -56,10 +56,10 @@ def method_name(trainer: str, head: str | None = None) -> str:
     return trainer
 
 
-METHOD_NOTES = {"ConfKD": "ConfKD's two decoders of one checkpoint (student: weak labels of all cases + distillation; "
-                          "teacher: full cases)",
+METHOD_NOTES = {"ConfKD": "student and teacher decoders of one checkpoint (student: weak labels of all cases, "
+                          "distillation and entropy; teacher: full cases)",
                 "strong-only": "stock nnU-Net objective on the full cases only",
-                "nnU-Net + ignore": "stock nnU-Net on all cases, unannotated voxels ignored"}
+                "nnU-Net + ignore": "stock nnU-Net on all cases with unannotated voxels ignored"}
 
 
 def demo_environment(workdir: Path) -> dict:
@@ -149,8 +149,8 @@ def table_note(trainers: list[str]) -> str:
     parts = []
     for trainer in trainers:
         name = method_name(trainer).split()[0] if "ConfKD" in trainer else method_name(trainer)
-        parts.append(f"{trainer} = {name}" + (f" ({METHOD_NOTES[name]})" if name in METHOD_NOTES else ""))
-    return "Rows: " + "; ".join(parts) + "."
+        parts.append(f"{trainer} = {name}" + (f", {METHOD_NOTES[name]}" if name in METHOD_NOTES else ""))
+    return "Rows: " + " | ".join(parts) + "."
 
 
 def _read(path: Path) -> np.ndarray:

@@ -130,10 +130,10 @@ def portable_path(path: str | os.PathLike, study_folder: str | os.PathLike, envi
 
     Example:
         >>> env = {"nnUNet_raw": "/data/raw"}
-        >>> [portable_path(p, "/work/study", env) for p in ("/work/study", "/work/study/runs/a.json",
-        ...                                                 "/data/raw/Dataset501_A", "/work/cost")]
+        >>> [portable_path(p, "/data/study", env) for p in ("/data/study", "/data/study/runs/a.json",
+        ...                                                 "/data/raw/Dataset501_A", "/data/cost")]
         ['.', 'runs/a.json', '$nnUNet_raw/Dataset501_A', '../cost']
-        >>> portable_path("study", "/work/study", env, cwd="/work")
+        >>> portable_path("study", "/data/study", env, cwd="/data")
         '.'
     """
     var, rest = _portable_parts(path, study_folder, environ, cwd)
@@ -159,11 +159,11 @@ def portable_command(argv: Iterable[str], study_folder: str | os.PathLike, envir
     kept as they are (quoted as ``shlex.join`` quotes them).
 
     Example:
-        >>> portable_command(["confkd_benchmark", "-d", "501", "-o", "/work/study", "-i", "/data/raw/Dataset501_A"],
-        ...                  "/work/study", {"nnUNet_raw": "/data/raw"}, path_options=("-o",))
+        >>> portable_command(["confkd_benchmark", "-d", "501", "-o", "/data/study", "-i", "/data/raw/Dataset501_A"],
+        ...                  "/data/study", {"nnUNet_raw": "/data/raw"}, path_options=("-o",))
         'confkd_benchmark -d 501 -o . -i $nnUNet_raw/Dataset501_A'
-        >>> portable_command(["confkd_benchmark", "--report-only", "--out", "docs/acdc_study"], "/repo/docs/acdc_study",
-        ...                  {}, cwd="/repo", path_options=("-o", "--out"))
+        >>> portable_command(["confkd_benchmark", "--report-only", "--out", "docs/acdc_study"],
+        ...                  "/data/repo/docs/acdc_study", {}, cwd="/data/repo", path_options=("-o", "--out"))
         'confkd_benchmark --report-only --out .'
     """
     path_options = frozenset(path_options)

@@ -5,6 +5,12 @@ conventions of evaluation.py); ``mean`` is the unweighted mean over classes. Acr
 seeds x folds for cross-validation): mean ± std (population) of the run values. ``vol. std`` is the std over
 volumes of the per-volume class-mean Dice, pooled over runs. Cross-validation rows (``evaluation == "cv"``) are kept
 apart from the test rows and never enter the preset check or the inference ratio.
+
+Folds (folds.py): test records of a model trained on every case, fold ``all`` or fold 0 of the converters' earlier
+(``v1``) split, are the same kind of run and pooled. Cross-validation records are pooled only within one split format
+(fold ``k`` of one format holds other cases than fold ``k`` of another); a row names its folds by format
+(:func:`~.folds.fold_label`: ``"1"`` for a ``v1`` fold, ``"v2/0"`` otherwise), and where a dataset has
+cross-validation rows of several formats their labels say which (``[split v1]``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from nnunetv2_confkd.study.folds import fold_label, record_split
 
 METRICS = ("dice", "hd95", "assd", "nsd")
 CLEAR_MARGIN = 0.05  # Dice points (as a fraction) by which full supervision must beat strong-only in the preset check
@@ -100,16 +108,23 @@ def aggregate(records: list[dict]) -> list[dict]:
     folds for cross-validation) of the run summaries."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["dataset"], r["evaluation"], method_key(r), r["head"]), []).append(r)
+        split = record_split(r) if r["evaluation"] == "cv" else None
+        groups.setdefault((r["dataset"], r["evaluation"], method_key(r), r["head"], split), []).append(r)
+    cv_splits = defaultdict(set)
+    for dataset, evaluation, _, _, split in groups:
+        if evaluation == "cv":
+            cv_splits[dataset].add(split)
     rows = []
-    for (dataset, evaluation, method, head), recs in groups.items():
+    for (dataset, evaluation, method, head, split), recs in groups.items():
         recs = sorted(recs, key=lambda r: (r["seed"], str(r["fold"])))
         summaries = [run_summary(r) for r in recs]
         labels = sorted(summaries[0]["per_class"], key=int)
         rows.append({
             "dataset": dataset, "evaluation": evaluation, "method": method, "trainer": recs[0]["trainer"],
-            "head": head, "folds": sorted({str(r["fold"]) for r in recs}),
-            "label": method_label(method, recs[0]["supervision"]), "supervision": recs[0]["supervision"],
+            "head": head, "folds": sorted({fold_label(r) for r in recs}),
+            "label": method_label(method, recs[0]["supervision"])
+            + (f" [split {split}]" if len(cv_splits[dataset]) > 1 and evaluation == "cv" else ""),
+            **({"split": split} if evaluation == "cv" else {}), "supervision": recs[0]["supervision"],
             "seeds": [r["seed"] for r in recs], "n_test_cases": recs[0]["n_test_cases"],
             "class_names": {lab: recs[0]["label_names"][lab] for lab in labels},
             "per_class": {lab: {k: _stats([s["per_class"][lab][k] for s in summaries]) for k in METRICS}

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from nnunetv2_confkd.checks import ConfKDInputError
 from nnunetv2_confkd.cli import with_ext_trainers
+from nnunetv2_confkd.study.folds import ALL, V1
 from nnunetv2_confkd.study.presets import Preset
 from nnunetv2_confkd.supervision import LEVELS, MANIFEST_KEY
 
@@ -22,23 +24,44 @@ HEADS = ("student", "teacher")
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: ``trainer`` is the class trained (the preset's variant of ``method``)."""
+    """One training run: ``trainer`` is the class trained (the preset's variant of ``method``); ``fold`` is nnU-Net's
+    ``all`` or a fold number of the split of format ``split`` (folds.py; ``None`` for ``all``, ``"v1"`` when a
+    numbered fold names none)."""
 
     dataset: str
     method: str
     trainer: str
     seed: int
-    fold: str = "0"
+    fold: str = ALL
     cv: bool = False
+    split: str | None = None
+
+    @property
+    def fold_split(self) -> str | None:
+        """The split format the fold number refers to (``None`` for ``all``)."""
+        return None if self.fold == ALL else self.split or V1
 
     @property
     def subfolder(self) -> str:
-        """Where the run's records live below ``seed_<s>/`` (fold 0 on the test part: directly there)."""
-        return f"cv_fold_{self.fold}" if self.cv else "" if self.fold == "0" else f"fold_{self.fold}"
+        """Where the run's records live below ``seed_<s>/``: directly there for a model trained on every case (fold
+        ``all``, or fold 0 of a ``v1`` split, which trained on every case too), else ``[cv_]fold_<k>`` for ``v1``
+        folds and ``<split>_[cv_]fold_<k>`` for other formats."""
+        split = self.fold_split
+        if not self.cv and (split is None or (split == V1 and self.fold == "0")):
+            return ""
+        name = f"cv_fold_{self.fold}" if self.cv else f"fold_{self.fold}"
+        return name if split == V1 else f"{split}_{name}"
 
     @property
     def key(self) -> str:
         return "/".join(p for p in (self.dataset, self.trainer, f"seed_{self.seed}", self.subfolder) if p)
+
+    @property
+    def model_key(self) -> str:
+        """The model the run trains (test and cross-validation runs of one fold share it): its lock's name."""
+        split = self.fold_split
+        fold = f"fold_{self.fold}" if split in (None, V1) else f"{split}_fold_{self.fold}"
+        return "/".join((self.dataset, self.trainer, f"seed_{self.seed}", fold))
 
 
 def trainer_class(name: str) -> type:
@@ -114,9 +137,17 @@ def supervision_counts(dataset_json: dict) -> dict:
 
 
 def plan_runs(datasets: list[str], methods: list[str], extra: list[tuple[str, str]], seeds: list[int],
-              preset: Preset, folds: tuple[str, ...] = ("0",), cv: bool = False) -> list[Run]:
+              preset: Preset, folds: tuple[str, ...] | Mapping[str, tuple[str, ...]] = (ALL,), cv: bool = False,
+              splits: Mapping[str, str] | None = None) -> list[Run]:
     """Seed-major order (then fold): every (dataset, method) of seed 0 first, so that a partial study has whole
-    comparisons."""
+    comparisons. ``folds`` is one tuple for every dataset or a tuple per dataset (then the folds run in numeric
+    order); ``splits`` maps a dataset to the format of its split (folds.py) for numbered folds."""
     grid = [(d, m) for d in datasets for m in methods]
     pairs = grid + [p for p in extra if p not in grid]
-    return [Run(d, m, preset.trainer(m), s, f, cv) for s in seeds for f in folds for d, m in pairs]
+    per_dataset = folds if isinstance(folds, Mapping) else {d: tuple(folds) for d, _ in pairs}
+    order = list(dict.fromkeys(f for d, _ in pairs for f in per_dataset[d]))
+    if isinstance(folds, Mapping):
+        order.sort(key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+    splits = splits or {}
+    return [Run(d, m, preset.trainer(m), s, f, cv, None if f == ALL else splits.get(d, V1))
+            for s in seeds for f in order for d, m in pairs if f in per_dataset[d]]

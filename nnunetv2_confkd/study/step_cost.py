@@ -1,15 +1,19 @@
 """One trainer measured once, in its own process: step times and peak memory (worker of ``confkd_benchmark_cost``).
 
 A worker builds the trainer as ``nnunetv2.run.run_training.get_trainer_from_args`` does (trainer class by
-name, including the package's trainers through ``nnUNet_extTrainer``; plans json with
+name, including the package's trainers through ``nnUNet_extTrainer``; plans json ``-p`` with
 ``plans["continue_training"] = False``; ``dataset.json``; fold 0), optionally with the plans' batch size and patch
 size overridden. Threads as ``nnUNetv2_train`` sets them (CPU: all cores; CUDA: one) unless ``--threads``.
 ``nnUNet_n_proc_DA=0``, so both loaders are a ``SingleThreadedAugmenter`` and no augmentation worker runs beside
 the timed steps.
-Seeds ``random``/``numpy``/``torch``, calls ``trainer.on_train_start()`` (initialize and data loaders), pre-fetches
-``warmup + steps`` batches from ``trainer.dataloader_train`` (not timed), calls ``trainer.network.train()``, runs
+Seeds ``random``/``numpy``/``torch``, calls ``trainer.on_train_start()`` (initialize and the trainer's own data
+loaders, ``trainer.get_dataloaders()``, so every trainer is timed on batches of its own composition and size: a
+ConfKD ``"add"`` batch holds the plan's batch of full cases plus as many other cases), pre-fetches
+``warmup + steps + profile_steps`` batches from ``trainer.dataloader_train`` (each fetch timed apart from the steps:
+``load_times_s``), calls ``trainer.network.train()``, runs
 ``warmup`` untimed steps and then ``steps`` timed calls of ``trainer.train_step(batch)``, each on its own batch,
-each bracketed by ``torch.cuda.synchronize()`` on CUDA. ``on_train_end`` is not called: it would write a
+each bracketed by ``torch.cuda.synchronize()`` on CUDA, and then profiles ``profile_steps`` more batches part by part
+(cost_profile.py). ``on_train_end`` is not called: it would write a
 ``checkpoint_final.pth`` of an untrained network; the worker shuts its loaders down and exits instead.
 
 Memory measures (the JSON names the one used):
@@ -50,8 +54,8 @@ MB = 1024.0 * 1024.0
 
 
 def build_trainer(trainer_name: str, preprocessed: Path, config: str, device: str,
-                  batch_size: int | None = None, patch_size: list[int] | None = None):
-    """A trainer built like ``nnunetv2.run.run_training.get_trainer_from_args`` (fold 0, plans ``nnUNetPlans``).
+                  batch_size: int | None = None, patch_size: list[int] | None = None, plans_name: str = PLANS):
+    """A trainer built like ``nnunetv2.run.run_training.get_trainer_from_args`` (fold 0).
 
     Args:
         trainer_name: any trainer nnU-Net or this package knows (``nnUNet_extTrainer`` is extended here).
@@ -60,6 +64,7 @@ def build_trainer(trainer_name: str, preprocessed: Path, config: str, device: st
         device: ``"cpu"`` or ``"cuda"``.
         batch_size: overrides the plans' batch size of ``config`` when given.
         patch_size: overrides the plans' patch size of ``config`` when given.
+        plans_name: plans identifier (``PLANS.json`` in ``preprocessed``).
 
     Returns:
         The trainer instance (not initialized).
@@ -69,7 +74,7 @@ def build_trainer(trainer_name: str, preprocessed: Path, config: str, device: st
 
     with_ext_trainers()
     trainer_class = recursive_find_trainer_class_by_name(trainer_name)
-    plans = json.loads((Path(preprocessed) / f"{PLANS}.json").read_text())
+    plans = json.loads((Path(preprocessed) / f"{plans_name}.json").read_text())
     plans["continue_training"] = False
     if batch_size is not None:
         plans["configurations"][config]["batch_size"] = int(batch_size)
@@ -211,8 +216,32 @@ def _worker_environment_info(trainer, device: str) -> dict:
             "n_parameters": sum(p.numel() for p in trainer.network.parameters())}
 
 
-def measure_trainer(trainer, steps: int, warmup: int, device: str, seed: int = SEED) -> dict:
-    """Start ``trainer``, pre-fetch ``warmup + steps`` batches, time the steps and measure peak memory.
+def _fetch(trainer, n: int) -> tuple[list[dict], list[float]]:
+    """``n`` batches of ``trainer.dataloader_train`` and the seconds each fetch took."""
+    batches, seconds = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        batches.append(next(trainer.dataloader_train))
+        seconds.append(time.perf_counter() - t0)
+    return batches, seconds
+
+
+def _composition(trainer, batch: dict) -> dict:
+    """Cases per step as the loader delivered them, full cases among them (where the trainer reads a supervision
+    manifest), the batch composition and the iterations of an epoch."""
+    from nnunetv2_confkd.supervision import full_mask
+
+    manifest = getattr(trainer, "supervision", None)
+    name = getattr(type(trainer), "composition_name", None)
+    return {"cases_per_step": int(batch["data"].shape[0]),
+            "full_per_step": int(full_mask(batch["keys"], manifest).sum()) if manifest else None,
+            "composition": name() if callable(name) else "stock",
+            "iterations_per_epoch": int(trainer.num_iterations_per_epoch)}
+
+
+def measure_trainer(trainer, steps: int, warmup: int, device: str, seed: int = SEED, profile_steps: int = 0) -> dict:
+    """Start ``trainer``, pre-fetch ``warmup + steps + profile_steps`` batches, time the steps, measure peak memory,
+    then profile the parts of a step (cost_profile.py).
 
     Args:
         trainer: a trainer from :func:`build_trainer`.
@@ -220,14 +249,19 @@ def measure_trainer(trainer, steps: int, warmup: int, device: str, seed: int = S
         warmup: untimed steps before them.
         device: ``"cpu"`` or ``"cuda"`` (the trainer's device).
         seed: seed of every global random generator, set before start-up and again before the steps.
+        profile_steps: batches profiled part by part after the timed steps (0: no profile).
 
     Returns:
-        ``step_times_s``, ``warmup_times_s``, memory fields of :class:`MemoryProbe`, and the worker's environment.
+        ``step_times_s``, ``warmup_times_s``, ``load_times_s``, memory fields of :class:`MemoryProbe`,
+        ``profile_s`` (seconds per part and batch, or ``None``), cases per step, composition, the plans' batch
+        size (``batch_size``) and the worker's environment.
     """
+    from nnunetv2_confkd.study.cost_profile import profile_batches
+
     seed_everything(seed)
     trainer.on_train_start()
     config = trainer.configuration_manager
-    batches = [next(trainer.dataloader_train) for _ in range(warmup + steps)]
+    batches, load_times = _fetch(trainer, warmup + steps + profile_steps)
     seed_everything(seed)
     trainer.network.train()
     probe = MemoryProbe(device)
@@ -236,9 +270,11 @@ def measure_trainer(trainer, steps: int, warmup: int, device: str, seed: int = S
     warm = time_steps(trainer, batches[:warmup], device)
     if device == "cuda":
         probe.start()  # CUDA: the allocator's peak over the timed steps
-    timed = time_steps(trainer, batches[warmup:], device)
-    result = {"step_times_s": timed, "warmup_times_s": warm, **probe.stop(),
-              "batch_size": int(trainer.batch_size), "patch_size": [int(p) for p in config.patch_size],
+    timed = time_steps(trainer, batches[warmup:warmup + steps], device)
+    result = {"step_times_s": timed, "warmup_times_s": warm, "load_times_s": load_times, **probe.stop(),
+              "batch_size": int(trainer.batch_size), **_composition(trainer, batches[0]),
+              "patch_size": [int(p) for p in config.patch_size],
+              "profile_s": profile_batches(trainer, batches[warmup + steps:], device) if profile_steps else None,
               "environment": _worker_environment_info(trainer, device)}
     _shutdown(trainer)
     return result

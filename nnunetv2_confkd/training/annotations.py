@@ -85,6 +85,70 @@ def check_annotations(dataset_json: Mapping, load: Callable[[str], tuple[np.ndar
     return findings
 
 
+def per_slice_counts(seg: np.ndarray, label: int) -> np.ndarray:
+    """Voxels of ``label`` in every slice (the first spatial axis) of a label map ``(1, Z, Y, X)`` or ``(Z, Y, X)``
+    that holds any.
+
+    Example:
+        >>> per_slice_counts(np.array([[[1, 1], [0, 1]], [[0, 0], [0, 0]], [[1, 0], [0, 0]]]), 1).tolist()
+        [3, 1]
+    """
+    seg = np.asarray(seg)
+    seg = seg.reshape(-1, *seg.shape[-2:]) if seg.ndim >= 3 else seg[None]
+    counts = (seg == label).sum(axis=(-2, -1))
+    return counts[counts > 0]
+
+
+def _summary(counts: list[np.ndarray]) -> dict:
+    flat = np.concatenate(counts) if counts else np.zeros(0, int)
+    return {"slices": int(flat.size), "median_per_slice": float(np.median(flat)) if flat.size else 0.0}
+
+
+def seed_survival(dataset_json: Mapping, load_raw: Callable[[str], np.ndarray],
+                  load_preprocessed: Callable[[str], tuple[np.ndarray, Mapping]], seed_iterations: int = 10) -> dict:
+    """Per class, how many slices of the weak cases hold annotated voxels before and after preprocessing, with the
+    median voxels per such slice; and the same for the seeds the trainer derives from the full cases' preprocessed
+    dense labels (:func:`~nnunetv2_confkd.training.seeds.erosion_seeds`, ``seed_iterations``, on whole slices).
+
+    Slices are counted, not matched by index: nnU-Net's crop may drop empty slices.
+    """
+    import torch
+
+    from nnunetv2_confkd.training.seeds import erosion_seeds
+
+    ignore = int(dataset_json["labels"]["ignore"])
+    classes = sorted(v for k, v in dataset_json["labels"].items() if k != "ignore")
+    manifest = dataset_json.get(MANIFEST_KEY) or {}
+    raw, pre, derived = ({c: [] for c in classes} for _ in range(3))
+    for case in sorted(manifest):
+        if manifest[case] == "weak":
+            raw_label, pre_label = load_raw(case), np.asarray(load_preprocessed(case)[0])
+            for c in classes:
+                raw[c].append(per_slice_counts(raw_label, c))
+                pre[c].append(per_slice_counts(pre_label, c))
+        elif manifest[case] == "full":
+            dense = torch.from_numpy(np.asarray(load_preprocessed(case)[0]).astype(np.int64))
+            dense = torch.where(dense < 0, torch.full_like(dense, ignore), dense)  # -1: outside nnU-Net's crop
+            seeds = erosion_seeds(dense[None], ignore, seed_iterations).numpy()
+            for c in classes:
+                derived[c].append(per_slice_counts(seeds, c))
+    return {str(c): {"weak_raw": _summary(raw[c]), "weak_preprocessed": _summary(pre[c]),
+                     "derived_from_full": _summary(derived[c])} for c in classes}
+
+
+def format_survival(survival: Mapping, names: Mapping[int, str]) -> str:
+    """:func:`seed_survival` as a Markdown table."""
+    lines = ["| class | weak slices raw -> preprocessed | kept | median voxels/slice raw -> preprocessed | "
+             "derived seeds: slices, median voxels/slice |", "|---|---|---|---|---|"]
+    for c, s in survival.items():
+        raw, pre, der = s["weak_raw"], s["weak_preprocessed"], s["derived_from_full"]
+        kept = f"{pre['slices'] / raw['slices']:.0%}" if raw["slices"] else "-"
+        lines.append(f"| {names.get(int(c), c)} | {raw['slices']} -> {pre['slices']} | {kept} | "
+                     f"{raw['median_per_slice']:g} -> {pre['median_per_slice']:g} | "
+                     f"{der['slices']}, {der['median_per_slice']:g} |")
+    return "\n".join(lines)
+
+
 def _loader(preprocessed_dataset_dir: Path, data_identifier: str):
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
@@ -104,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", default="2d", help="configuration (default 2d)")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier")
     parser.add_argument("--min-ratio", type=float, default=MIN_RATIO)
+    parser.add_argument("--per-slice", action="store_true",
+                        help="also print, per class, how many annotated slices and voxels per slice survive "
+                             "preprocessing, and the trainer's derived seeds on the full cases")
+    parser.add_argument("--seed-iterations", type=int, default=10, help="erosions of the derived seeds (default 10)")
     args = parser.parse_args(argv)
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
@@ -117,6 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     for finding in findings:
         warnings.warn(str(finding), stacklevel=1)
     print(f"{checked} weak case(s) checked in {folder / identifier}: {len(findings)} finding(s)")
+    if args.per_slice:
+        import SimpleITK as sitk
+        from nnunetv2.paths import nnUNet_raw
+
+        raw = Path(str(nnUNet_raw)) / folder.name / "labelsTr"
+
+        def load_raw(case: str) -> np.ndarray:
+            return sitk.GetArrayFromImage(sitk.ReadImage(str(raw / f"{case}{dataset_json['file_ending']}")))
+
+        survival = seed_survival(dataset_json, load_raw, _loader(folder, identifier), args.seed_iterations)
+        names = {v: k for k, v in dataset_json["labels"].items()}
+        print(format_survival(survival, names))
     return 1 if findings else 0
 
 

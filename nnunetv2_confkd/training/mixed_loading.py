@@ -41,7 +41,7 @@ from nnunetv2_confkd.checks import (
     check_split,
     read_checkpoint,
 )
-from nnunetv2_confkd.supervision import batch_counts, compose_batch, full_mask
+from nnunetv2_confkd.supervision import MANIFEST_KEY, batch_counts, compose_batch, full_mask
 from nnunetv2_confkd.training.annotations import check_annotations
 
 
@@ -83,6 +83,16 @@ class MixedSupervisionMixin:
         check_dataset_json(dataset_json, "dataset.json (nnUNet_preprocessed copy)")
         super().__init__(plans, configuration, fold, dataset_json, device)
 
+    def do_split(self):
+        """nnU-Net's split; on nnU-Net's fold ``all`` (train on every case, validate on the training cases) the
+        validation part keeps only the full cases, as every validation case must be dense. That validation is
+        monitoring only: the model trains on those cases too."""
+        tr_keys, val_keys = super().do_split()
+        if self.fold == "all":
+            manifest = self.dataset_json.get(MANIFEST_KEY) or {}
+            val_keys = [k for k in val_keys if manifest.get(k) == "full"]
+        return tr_keys, val_keys
+
     def _read_and_check_supervision(self) -> None:
         n_strong, n_other = self._batch_counts()  # refuses bad composition switches before any data is read
         tr_keys, val_keys = self.do_split()
@@ -112,6 +122,7 @@ class MixedSupervisionMixin:
         weak = [k for k in cases if self.supervision[k] == "weak"]
         ignore = self.label_manager.ignore_label
         empty, seen = [], set()
+        self.weak_background_voxels = 0  # annotated background voxels over all weak cases (0: foreground-only)
 
         def load(case):
             _, seg, _, properties = dataset.load_case(case)
@@ -120,6 +131,7 @@ class MixedSupervisionMixin:
             seen.add(case)
             if not np.any((seg >= 0) & (seg != ignore)):
                 empty.append(case)
+            self.weak_background_voxels += int(np.sum(seg == 0))
             return seg, properties
 
         findings = check_annotations(self.dataset_json, load, weak)

@@ -10,12 +10,14 @@ from __future__ import annotations
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_confkd.training import variants as _variants
+from nnunetv2_confkd.training.auto_settings import nnUNetTrainerConfKDAuto
 from nnunetv2_confkd.training.baselines import nnUNetTrainerIgnorePadding
 from nnunetv2_confkd.training.schedules import SCHEDULES, schedule_twin
 from nnunetv2_confkd.training.trainer import nnUNetTrainerConfKD, nnUNetTrainerStrongOnly
 
 #: The package's trainers under nnU-Net's own schedule: the base trainers and baselines, then every variant.
-VARIANTS: tuple[type, ...] = (nnUNetTrainerConfKD, nnUNetTrainerStrongOnly, nnUNetTrainerIgnorePadding) + tuple(
+VARIANTS: tuple[type, ...] = (nnUNetTrainerConfKD, nnUNetTrainerConfKDAuto, nnUNetTrainerStrongOnly,
+                              nnUNetTrainerIgnorePadding) + tuple(
     obj for obj in vars(_variants).values()
     if isinstance(obj, type) and issubclass(obj, nnUNetTrainer) and obj.__module__ == _variants.__name__
 )

@@ -82,10 +82,11 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
         quiet_no_annotation_warning()
 
     @classmethod
-    def confkd_config(cls, ignore_label: int) -> ConfKDConfig:
-        """The switches of this class as a :class:`ConfKDConfig` (validated)."""
+    def confkd_config(cls, ignore_label: int, source: object = None) -> ConfKDConfig:
+        """The switches of this class (or of ``source``, e.g. a trainer whose switches were set from its data) as a
+        :class:`ConfKDConfig` (validated)."""
         names = [f for f in ConfKDConfig.__dataclass_fields__ if f != "ignore_label"]
-        return ConfKDConfig(ignore_label=ignore_label, **{n: getattr(cls, n) for n in names})
+        return ConfKDConfig(ignore_label=ignore_label, **{n: getattr(source or cls, n) for n in names})
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
@@ -104,10 +105,15 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
                              f"num_epochs), got {self.entropy_rampup_fraction}")
         super().initialize()
         self._read_and_check_supervision()
+        self._choose_settings()
         ignore = self.label_manager.ignore_label
-        config = self.confkd_config(ignore if ignore is not None else -1)
+        config = self.confkd_config(ignore if ignore is not None else -1, self)
         self.confkd_loss = ConfKDLoss(self._deep_supervised(self.loss), self._build_weak_loss(config), config)
         self.print_to_log_file(f"ConfKD switches ({self.__class__.__name__}): {config}")
+
+    def _choose_settings(self) -> None:
+        """Hook between the supervision checks and the objective: a trainer that sets switches from its dataset
+        (instance attributes) does it here. The class's own switches stay as they are."""
 
     def _ds_weights(self) -> tuple[float, ...]:
         return tuple(self.loss.weight_factors) if isinstance(self.loss, DeepSupervisionWrapper) else (1.0,)

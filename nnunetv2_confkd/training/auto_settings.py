@@ -1,0 +1,74 @@
+"""``nnUNetTrainerConfKDAuto``: ConfKD whose switches follow the kind of weak labels its dataset has.
+
+The kind is read from the dataset, never guessed from the task:
+
+- ``"unlabeled_only"``: no case is ``"weak"`` in the manifest (the other cases carry no label at all);
+- ``"foreground_only"``: the weak cases annotate no background voxel (the paper's eroded seeds, clicks inside
+  structures): nothing tells the student where a structure ends except the teacher;
+- ``"background_annotated"``: the weak cases annotate background too (scribbles drawn in every class).
+
+``dataset.json["weak_label"]["background_annotated"]``, which the converters write, decides between the last two;
+without it, the preprocessed weak labels are counted at start-up. :attr:`settings_by_labels` maps each kind to the
+switches it changes (class attributes of ``nnUNetTrainerConfKD``); the trainer applies them as instance attributes
+before the objective is built and logs the kind, where it came from, and every switch it set. The table holds only
+settings chosen by cross-validation inside training patients (the study's pre-registered rules); a kind without such
+a choice keeps the defaults. The inference head is a class attribute (nnU-Net's predictor sees only the class) and
+is never changed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from nnunetv2_confkd.supervision import MANIFEST_KEY, WEAK_LABEL_KEY
+from nnunetv2_confkd.training.trainer import nnUNetTrainerConfKD
+
+KINDS = ("background_annotated", "foreground_only", "unlabeled_only")
+
+
+def weak_label_kind(dataset_json: Mapping, counted_background_voxels: int | None) -> tuple[str, str]:
+    """The kind of weak labels of a dataset and what decided it.
+
+    Args:
+        dataset_json: the dataset's ``dataset.json`` with its ``"supervision"`` manifest.
+        counted_background_voxels: annotated background voxels counted in the weak cases' labels (None: not counted).
+
+    Example:
+        >>> manifest = {"supervision": {"a": "full", "b": "weak"}}
+        >>> weak_label_kind({**manifest, "weak_label": {"background_annotated": False}}, 12)
+        ('foreground_only', 'dataset.json weak_label.background_annotated')
+        >>> weak_label_kind(manifest, 12)
+        ('background_annotated', 'the weak labels: 12 annotated background voxels')
+    """
+    if not any(level == "weak" for level in (dataset_json.get(MANIFEST_KEY) or {}).values()):
+        return "unlabeled_only", 'the manifest: no case is "weak"'
+    recorded = (dataset_json.get(WEAK_LABEL_KEY) or {}).get("background_annotated")
+    if isinstance(recorded, bool):
+        return ("background_annotated" if recorded else "foreground_only",
+                "dataset.json weak_label.background_annotated")
+    if counted_background_voxels is None:
+        raise ValueError("the weak labels' background was not counted and dataset.json does not record it")
+    kind = "background_annotated" if counted_background_voxels > 0 else "foreground_only"
+    return kind, f"the weak labels: {counted_background_voxels} annotated background voxels"
+
+
+class nnUNetTrainerConfKDAuto(nnUNetTrainerConfKD):
+    """ConfKD with the switches of :attr:`settings_by_labels` for its dataset's kind of weak labels."""
+
+    report_label = "ConfKD, settings by weak-label kind"
+    #: switches per kind of weak labels; filled only from pre-registered cross-validation inside training patients
+    settings_by_labels: ClassVar[dict[str, dict[str, object]]] = {kind: {} for kind in KINDS}
+
+    def _choose_settings(self) -> None:
+        kind, reason = weak_label_kind(self.dataset_json, getattr(self, "weak_background_voxels", None))
+        settings = self.settings_by_labels.get(kind, {})
+        unknown = sorted(set(settings) - set(vars(nnUNetTrainerConfKD)) - {"weak_ratio", "strong_fraction"})
+        if unknown or "inference_head" in settings:
+            raise ValueError(f"{type(self).__name__}.settings_by_labels[{kind!r}] sets {unknown or ['inference_head']}"
+                             ", which are not switches it may set")
+        for name, value in settings.items():
+            setattr(self, name, value)
+        self.chosen_settings = {"kind": kind, "decided_by": reason, "switches": dict(settings)}
+        changed = ", ".join(f"{k} = {v!r}" for k, v in settings.items()) or "none (the defaults)"
+        self.print_to_log_file(f"weak labels: {kind} (decided by {reason}); switches set for it: {changed}")
