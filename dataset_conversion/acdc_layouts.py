@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-import h5py
 import numpy as np
 import SimpleITK as sitk
 from nnunetv2_confkd_conversion.cases import EXPERT, CaseData, SourceCase, read_case
@@ -150,9 +149,19 @@ def _sitk_from(array: np.ndarray, spacing: Sequence[float]) -> sitk.Image:
     return image
 
 
+def _h5py():
+    """The h5py module, which only the HDF5 source needs (the ``acdc`` extra)."""
+    try:
+        import h5py
+    except ImportError:
+        raise ConfKDInputError('reading the WSL4MIS HDF5 copy needs h5py: pip install "nnunetv2-confkd[acdc]" (or '
+                               "pip install h5py)") from None
+    return h5py
+
+
 def _read_h5(path: Path, spacing: Sequence[float]) -> CaseData:
     try:
-        with h5py.File(path, "r") as h5:
+        with _h5py().File(path, "r") as h5:
             image, label, scribble = (h5[k][()] for k in ("image", "label", "scribble"))
     except (OSError, KeyError) as error:
         raise ConfKDInputError(f"{path}: cannot read the datasets image, label, scribble ({error})") from error
@@ -180,6 +189,7 @@ def _hdf5_cases(source: Path, spacing: Sequence[float] | None, holdout: float | 
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise ConfKDInputError(f"--spacing must be three positive numbers (z y x, mm), got {list(spacing)}")
     split = _load_split(source / "split.json")
+    _h5py()  # a missing h5py is reported before any case is read
     pattern = re.compile(r"^(patient\d{3})_frame\d+\.h5$")
     by_patient: dict[str, list[Path]] = {}
     for path in sorted((source / "volumes").glob("*.h5")):

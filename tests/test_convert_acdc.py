@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import h5py
@@ -474,3 +475,11 @@ def test_real_expert_conversion(tmp_path, real_patients, classes):
         from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
         verify_dataset_integrity(str(folder), num_processes=1)
+
+
+def test_a_missing_h5py_is_named_with_the_extra_to_install(tmp_path, monkeypatch):
+    source = make_hdf5(tmp_path / "h5")
+    monkeypatch.setitem(sys.modules, "h5py", None)  # makes `import h5py` fail
+    with pytest.raises(ConfKDInputError, match=r'pip install "nnunetv2-confkd\[acdc\]"'):
+        acdc.convert_acdc(source, tmp_path / "raw", 23, 1, "expert", spacing=(10, 1.5, 1.5))
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())

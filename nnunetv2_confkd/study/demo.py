@@ -5,9 +5,9 @@
    anatomy; the weak, unlabeled and held-out cases also show a second contrast and a wider range of sizes and
    positions, which only the weak labels annotate,
 2. ``nnUNetv2_plan_and_preprocess --verify_dataset_integrity`` (2d),
-3. ``nnUNetv2_train DATASET 2d 0 -tr <trainer> -device DEVICE`` for ConfKD and the baselines (``--c`` resumes a run
-   that was interrupted; finished runs are reused), printing one line per epoch from nnU-Net's training log (losses,
-   ConfKD's loss terms, estimated time left),
+3. ``nnUNetv2_train DATASET 2d all -tr <trainer> -device DEVICE`` (every training case) for ConfKD and the baselines
+   (``--c`` resumes a run that was interrupted; finished runs are reused), printing one line per epoch from nnU-Net's
+   training log (losses, ConfKD's loss terms, estimated time left),
 4. ``nnUNetv2_predict`` on the held-out cases (the student head of ConfKD), plus the teacher head from the same
    checkpoint,
 5. ``nnUNetv2_evaluate_folder`` against the dense test labels, a per-class Dice table, and ``predictions.png``: every
@@ -35,6 +35,7 @@ from nnunetv2_confkd.study.demo_report import EpochMonitor, write_prediction_fig
 
 DATASET_ID = 990
 CONFIG = "2d"
+FOLD = "all"  # nnU-Net's fold all: every training case (the converters' folds 0..K-1 cross-validate)
 DEFAULT_TRAINERS = ("nnUNetTrainerConfKD_demo", "nnUNetTrainerStrongOnly_demo", "nnUNetTrainer_confkdDemo")
 LABEL_NAMES = {v: k for k, v in LABELS.items() if k not in ("background", "ignore")}
 FIGURE_NAME = "predictions.png"
@@ -100,12 +101,12 @@ def run(cmd: list[str], env: dict, log: Path, monitor: Callable[[], None] | None
 
 def train(trainer: str, env: dict, results: Path, dataset: str, log: Path, device: str) -> Path:
     model = results / dataset / f"{trainer}__nnUNetPlans__{CONFIG}"
-    fold = model / "fold_0"
+    fold = model / f"fold_{FOLD}"
     if (fold / "checkpoint_final.pth").is_file():
         print(f"  {trainer}: finished run found, reused")
         return model
     resume = any((fold / c).is_file() for c in ("checkpoint_latest.pth", "checkpoint_best.pth"))
-    cmd = ["nnUNetv2_train", str(DATASET_ID), CONFIG, "0", "-tr", trainer, "-device", device] + (["--c"] if resume
+    cmd = ["nnUNetv2_train", str(DATASET_ID), CONFIG, FOLD, "-tr", trainer, "-device", device] + (["--c"] if resume
                                                                                                   else [])
     print(f"  {trainer}: training on {device}" + (" (resumed)" if resume else ""), flush=True)
     t0 = time.time()
@@ -122,11 +123,11 @@ def predict_and_evaluate(model: Path, head: str | None, raw: Path, out: Path, en
     if head is None:
         trainer = model.name.split("__")[0]
         run(["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(tmp), "-d", str(DATASET_ID), "-c", CONFIG,
-             "-f", "0", "-tr", trainer, "-device", device, "-npp", "1", "-nps", "1", "--disable_progress_bar"],
+             "-f", FOLD, "-tr", trainer, "-device", device, "-npp", "1", "-nps", "1", "--disable_progress_bar"],
             env, log)
     else:
         run(["confkd_predict_head", "-i", str(raw / "imagesTs"), "-o", str(tmp),
-             "-m", str(model), "-f", "0", "--head", head, "-device", device], env, log)
+             "-m", str(model), "-f", FOLD, "--head", head, "-device", device], env, log)
     run(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(tmp), "-djfile", str(model / "dataset.json"),
          "-pfile", str(model / "plans.json"), "-np", "1"], env, log)
     shutil.rmtree(out, ignore_errors=True)

@@ -218,8 +218,9 @@ class MixedSupervisionMixin:
         strong_keys = [k for k in tr_keys if self.supervision[k] == "full"]
         other_keys = [k for k in tr_keys if self.supervision[k] != "full"]
         n_strong, n_other = self._batch_counts()
-        # "replace" keeps the plan's per-rank batch; "add" grows it by the other cases (none on an all-full dataset)
-        batch = self.batch_size if self.batch_composition == "replace" else n_strong + n_other * bool(other_keys)
+        # every rank draws the same batch (the smallest per-rank share of the plan's batch, grown by the other cases
+        # in "add"): nnU-Net's DDP batch Dice all-gathers per-case sums, which needs equal shapes on every rank
+        batch = n_strong + n_other if other_keys or self.batch_composition == "replace" else n_strong
         common = dict(oversample_foreground_percent=self.oversample_foreground_percent, sampling_probabilities=None,
                       pad_sides=None, probabilistic_oversampling=self.probabilistic_oversampling)
         dl_tr = ComposedDataLoader(dataset_tr, batch, initial_patch_size, patch_size, labels, transforms=tr_transforms,
