@@ -115,13 +115,6 @@ def write_pseudo_labeled_dataset(source: Path, target: Path, predictions: Path, 
     return target
 
 
-def portable(path: Path, variable: str) -> str:
-    """``path`` written relative to the folder in ``$variable`` when it lies below it, else as given."""
-    root = os.environ.get(variable)
-    if root and Path(path).resolve().is_relative_to(Path(root).resolve()):
-        return f"${variable}/" + str(Path(path).resolve().relative_to(Path(root).resolve()))
-    return str(path)
-
 
 def predict_with_probabilities(model: Path, fold: str, head: str | None, checkpoint: str, cases: dict[str, list[str]],
                                out: Path, device: str, num_processes: int) -> None:
@@ -170,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     from nnunetv2_confkd_conversion.mixed_source import resolve_source
 
     from nnunetv2_confkd.cli import resolve_device
+    from nnunetv2_confkd.study.provenance import portable_path
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -189,8 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as predictions:
             predict_with_probabilities(args.model, args.f, args.head, args.chk, cases, Path(predictions),
                                        resolve_device(args), args.np)
-            provenance = {"model": portable(args.model, "nnUNet_results"), "fold": args.f, "checkpoint": args.chk,
-                          "head": args.head}
+            model = portable_path(args.model.resolve(), target, os.environ)  # e.g. $nnUNet_results/Dataset...
+            provenance = {"model": model, "fold": args.f, "checkpoint": args.chk, "head": args.head}
             write_pseudo_labeled_dataset(source, target, Path(predictions), args.threshold, provenance,
                                          args.overwrite)
     except ConfKDInputError as error:
