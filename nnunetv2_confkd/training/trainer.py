@@ -7,7 +7,8 @@ Differences from ``nnUNetTrainer`` (nnunetv2 2.8.1), and no others:
    the encoder and decoder of the first network are the encoder and teacher decoder, the decoder of the second network
    is the student decoder; both point at the shared encoder.
 2. ``set_deep_supervision_enabled`` toggles both decoders.
-3. ``initialize`` additionally checks dataset, manifest and split (:mod:`nnunetv2_confkd.checks`) and builds
+3. ``initialize`` additionally checks dataset, manifest and split (:mod:`nnunetv2_confkd.checks`), calls the
+   ``_choose_settings`` hook (a no-op here; ``nnUNetTrainerConfKDAuto`` sets switches from its data) and builds
    :class:`~.objective.ConfKDLoss` around the stock ``self.loss``; ``self.loss`` stays the stock loss, so
    online validation of the inference head is computed exactly as for ``nnUNetTrainer``.
 4. ``get_dataloaders`` composes batches with a fixed number of strong cases per rank (by default the authors'
@@ -17,6 +18,8 @@ Differences from ``nnUNetTrainer`` (nnunetv2 2.8.1), and no others:
    the teacher sees exactly the stock targets. A non-finite loss stops training before the weights change.
 6. ``on_train_epoch_end`` logs every loss term (log file, ``progress_terms.png``, logger keys ``term_*`` kept in the
    checkpoint).
+7. ``do_split`` keeps only the full cases in the validation part of nnU-Net's fold ``all``; ``save_checkpoint`` writes
+   through a temporary name and ``load_checkpoint`` refuses truncated or foreign checkpoints (mixed_loading.py).
 
 The switches are class attributes; variants (variants.py) change one or two of them.
 """
