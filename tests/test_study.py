@@ -515,3 +515,19 @@ def test_sigterm_during_a_run_removes_its_locks(grid, monkeypatch):
         benchmark_main([*GRID, "-o", str(out), "--run-index", "0"])
     assert stopped.value.code == 128 + signal.SIGTERM and [s for s, _ in calls] == ["prepare", "train"]
     assert not list((out / "locks").iterdir()) and signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_model_trained_with_another_batch_composition_is_never_reused(tmp_path):
+    from nnunetv2_confkd.study.runs import check_model_composition, write_model_composition
+
+    fold = tmp_path / "fold_all"
+    fold.mkdir()
+    (fold / "checkpoint_final.pth").write_bytes(b"")
+    with pytest.raises(ConfKDInputError, match="'replace 0.5'.*'add 1'"):  # no note: the earlier composition
+        check_model_composition(fold, "nnUNetTrainerConfKD_cpu")
+    check_model_composition(fold, "nnUNetTrainerStrongOnly_cpu")  # "replace 1" then and now
+    check_model_composition(fold, "nnUNetTrainer_confkdCPU")  # stock nnU-Net composes no batches
+    write_model_composition(fold, "nnUNetTrainerConfKD_cpu")
+    check_model_composition(fold, "nnUNetTrainerConfKD_cpu")
+    with pytest.raises(ConfKDInputError, match="'add 1'.*'replace 0.5'"):
+        check_model_composition(fold, "nnUNetTrainerConfKD_replaceHalf_cpu")

@@ -50,6 +50,22 @@ def recorded_composition(record: dict) -> tuple[str | None, str | None]:
     return record.get("batch_composition", f"replace {cls.strong_fraction:g}"), cls.composition_name()
 
 
+def record_location(record: dict) -> str:
+    """Where a record lies below ``OUT/runs``: its run's key and head, as the runner writes it; a record of a batch
+    composition its class no longer has lies in a folder named after that composition below ``seed_<s>/`` (e.g.
+    ``seed_0/replace_0.5/student.json``), so that a run of today's composition neither overwrites it nor takes it for
+    its own."""
+    from nnunetv2_confkd.study.runs import Run
+
+    run = Run(record["dataset"], record["method"], record["trainer"], record["seed"], str(record["fold"]),
+              record.get("evaluation") == "cv", record_split(record))
+    recorded, current = recorded_composition(record)
+    if recorded == current:
+        return f"{run.key}/{record['head']}.json"
+    seed = f"{run.dataset}/{run.trainer}/seed_{run.seed}"
+    return "/".join(p for p in (seed, recorded.replace(" ", "_"), run.subfolder, f"{record['head']}.json") if p)
+
+
 def method_key(record: dict) -> str:
     """The method a record counts for: its ``method``, marked with the composition it trained with where that is not
     the composition its class has now (such runs are a different method and are never pooled with today's)."""

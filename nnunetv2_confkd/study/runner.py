@@ -31,7 +31,15 @@ from nnunetv2_confkd.study.locks import LockHeld, StudyLock, describe, lock_path
 from nnunetv2_confkd.study.presets import PLANS, PRESETS, Preset, ensure_configuration
 from nnunetv2_confkd.study.provenance import machine_metadata, utc_now, write_json_atomic
 from nnunetv2_confkd.study.records import load_records, stock_pairs
-from nnunetv2_confkd.study.runs import Run, composition_of, dataset_id, heads_of, supervision_counts
+from nnunetv2_confkd.study.runs import (
+    Run,
+    check_model_composition,
+    composition_of,
+    dataset_id,
+    heads_of,
+    supervision_counts,
+    write_model_composition,
+)
 
 # how a record's model came about (its "training" field); train_seconds covers only the training done by the call
 # that wrote the record
@@ -146,9 +154,11 @@ class Runner:
         call's training (None if none ran) and how the model came about (:data:`FROM_SCRATCH`, :data:`RESUMED` or
         :data:`FOUND_FINISHED`, recorded with it)."""
         fold = self.model_folder(run, config) / f"fold_{run.fold}"
+        check_model_composition(fold, run.trainer)
         if (fold / "checkpoint_final.pth").is_file():
             return None, FOUND_FINISHED
         resume = (fold / "checkpoint_latest.pth").is_file()
+        write_model_composition(fold, run.trainer)
         print(f"  {run.key}: training" + (" (resuming from checkpoint_latest.pth)" if resume else ""), flush=True)
         seconds = self.run(self.train_command(run, config, resume), self.seed_env(run))
         return seconds, RESUMED if resume else FROM_SCRATCH

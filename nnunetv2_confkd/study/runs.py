@@ -86,6 +86,33 @@ def composition_of(trainer: str) -> dict:
     return {"batch_composition": cls.composition_name()} if hasattr(cls, "composition_name") else {}
 
 
+COMPOSITION_FILE = "batch_composition.json"
+
+
+def write_model_composition(fold: Path, trainer: str) -> None:
+    """Note in a model's fold folder the batch composition it trains with (:data:`COMPOSITION_FILE`)."""
+    composition = composition_of(trainer)
+    if composition:
+        fold.mkdir(parents=True, exist_ok=True)
+        (fold / COMPOSITION_FILE).write_text(json.dumps(composition))
+
+
+def check_model_composition(fold: Path, trainer: str) -> None:
+    """Refuse to reuse or resume a model trained with another batch composition than ``trainer`` has now (a model
+    folder without the note counts as ``"replace <strong_fraction>"``, the composition every trainer had before
+    ``batch_composition`` existed)."""
+    composition = composition_of(trainer).get("batch_composition")
+    if composition is None or not any((fold / c).is_file() for c in ("checkpoint_final.pth", "checkpoint_latest.pth")):
+        return
+    note = fold / COMPOSITION_FILE
+    earlier = f"replace {trainer_class(trainer).strong_fraction:g}"
+    found = json.loads(note.read_text())["batch_composition"] if note.is_file() else earlier
+    if found != composition:
+        raise ConfKDInputError(f"{fold} holds a model of {trainer} trained with batch composition {found!r}; the class "
+                               f"now composes {composition!r}. Move that model folder away (or use a new study "
+                               "folder) so that the run trains anew.")
+
+
 @functools.cache
 def heads_of(trainer: str) -> tuple[str, ...]:
     """The heads a run is evaluated with: the class's inference head first (``nnUNetv2_predict``), then the other
