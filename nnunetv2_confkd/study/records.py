@@ -47,7 +47,7 @@ def recorded_composition(record: dict) -> tuple[str | None, str | None]:
     cls = TRAINERS.get(record["method"])
     if cls is None or not hasattr(cls, "composition_name"):
         return None, None
-    return record.get("batch_composition", f"replace {cls.strong_fraction:g}"), cls.composition_name()
+    return record.get("batch_composition", cls.unnoted_composition_name()), cls.composition_name()
 
 
 def record_location(record: dict) -> str:

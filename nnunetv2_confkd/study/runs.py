@@ -105,8 +105,8 @@ def check_model_composition(fold: Path, trainer: str) -> None:
     if composition is None or not any((fold / c).is_file() for c in ("checkpoint_final.pth", "checkpoint_latest.pth")):
         return
     note = fold / COMPOSITION_FILE
-    earlier = f"replace {trainer_class(trainer).strong_fraction:g}"
-    found = json.loads(note.read_text())["batch_composition"] if note.is_file() else earlier
+    unnoted = trainer_class(trainer).unnoted_composition_name()
+    found = json.loads(note.read_text())["batch_composition"] if note.is_file() else unnoted
     if found != composition:
         raise ConfKDInputError(f"{fold} holds a model of {trainer} trained with batch composition {found!r}; the class "
                                f"now composes {composition!r}. Move that model folder away (or use a new study "

@@ -179,6 +179,12 @@ class MixedSupervisionMixin:
         <strong_fraction>"``."""
         if cls.batch_composition == "add":
             return f"add {cls.weak_ratio:g}"
+        return cls.unnoted_composition_name()
+
+    @classmethod
+    def unnoted_composition_name(cls) -> str:
+        """The composition of a record or model folder that names none: ``"replace <strong_fraction>"``, the one every
+        trainer had before ``batch_composition`` existed."""
         return f"replace {cls.strong_fraction:g}"
 
     def _batch_counts(self) -> tuple[int, int]:
