@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from nnunetv2_confkd.checks import ConfKDInputError
 from nnunetv2_confkd.study import benchmark_cost
 from nnunetv2_confkd.study.cost_profile import COLUMNS, PARTS
 from nnunetv2_confkd.study.cost_report import compute_ratios, format_table, ratio_lines
-from nnunetv2_confkd.study.cost_workers import interleaved_order, worker_command
+from nnunetv2_confkd.study.cost_workers import (
+    cases_per_step,
+    interleaved_order,
+    same_rows_baselines,
+    split_spec,
+    worker_command,
+)
 from nnunetv2_confkd.study.provenance import busy_warning
 
 TRAINERS = ["nnUNetTrainer", "nnUNetTrainerConfKD"]
@@ -26,7 +33,8 @@ METADATA_KEYS = {
 RESULT_KEYS = {"trainer", "median_step_s", "iqr_step_s", "repeat_medians_s", "step_times_s", "peak_memory_mb",
                "peak_memory_mb_per_repeat", "memory_measure", "absolute_peak_rss_mb", "cases_per_step",
                "full_per_step", "composition", "iterations_per_epoch", "profile"}
-RATIO_KEYS = {"time", "epoch", "per_case", "memory", "vs_strong_only", "epoch_met", "memory_met"}
+RATIO_KEYS = {"time", "epoch", "per_case", "memory", "vs_strong_only", "same_rows_baseline", "same_rows",
+              "memory_same_rows", "epoch_met", "memory_met"}
 
 
 def _positive(x) -> bool:
@@ -86,7 +94,47 @@ def test_epoch_and_per_case_ratios_count_iterations_and_cases():
     assert ratios["add"]["time"] == ratios["add"]["epoch"] == pytest.approx(1.6)
     assert ratios["add"]["per_case"] == pytest.approx(0.8) and ratios["add"]["vs_strong_only"] == pytest.approx(2.0)
     assert ratios["short"]["time"] == pytest.approx(1.2) and ratios["short"]["epoch"] == pytest.approx(0.6)
+    # no stock run on 16 cases per step: the add composition is judged against the plan's batch
+    assert ratios["add"]["same_rows_baseline"] is None and ratios["add"]["same_rows"] is None
     assert (ratios["add"]["epoch_met"], ratios["short"]["epoch_met"]) == (False, True)
+
+
+def test_same_rows_ratios_compare_with_stock_nnunet_on_as_many_cases_per_step():
+    results = [{"trainer": "nnUNetTrainer", "median_step_s": 1.0, "peak_memory_mb": 100.0, "cases_per_step": 8},
+               {"trainer": "add", "median_step_s": 2.5, "peak_memory_mb": 250.0, "cases_per_step": 16},
+               {"trainer": "replace", "median_step_s": 1.31, "peak_memory_mb": 120.0, "cases_per_step": 8},
+               {"trainer": "nnUNetTrainer@16", "median_step_s": 2.0, "peak_memory_mb": 180.0, "cases_per_step": 16}]
+    ratios = compute_ratios(results)
+    assert ratios["add"]["same_rows_baseline"] == "nnUNetTrainer@16"
+    assert ratios["add"]["same_rows"] == pytest.approx(1.25) and ratios["add"]["epoch"] == pytest.approx(2.5)
+    assert ratios["add"]["memory_same_rows"] == pytest.approx(250 / 180)
+    assert (ratios["add"]["epoch_met"], ratios["add"]["memory_met"]) == (True, False)
+    assert ratios["replace"]["same_rows_baseline"] == "nnUNetTrainer"
+    assert ratios["replace"]["same_rows"] == pytest.approx(1.31) and ratios["replace"]["epoch_met"] is False
+
+
+def test_same_rows_baselines_follow_each_composition():
+    trainers = ["nnUNetTrainer", "nnUNetTrainerStrongOnly", "nnUNetTrainerConfKD", "nnUNetTrainerConfKD_replaceHalf"]
+    assert cases_per_step("nnUNetTrainerConfKD", 8) == 16 and cases_per_step("nnUNetTrainerConfKD_replaceHalf", 8) == 8
+    assert cases_per_step("nnUNetTrainer@12", 8) == 12 and cases_per_step("nnUNetTrainerConfKD@4", 8) == 8
+    assert same_rows_baselines(trainers, 8, "nnUNetTrainer") == ["nnUNetTrainer@16"]
+    assert same_rows_baselines([*trainers, "nnUNetTrainer@16"], 8, "nnUNetTrainer") == []
+    assert same_rows_baselines(trainers[1:2], 8, "nnUNetTrainer") == []
+
+
+@pytest.mark.parametrize("spec", ["nnUNetTrainer@", "nnUNetTrainer@0", "nnUNetTrainer@x"])
+def test_a_bad_batch_size_in_a_trainer_name_is_refused(spec):
+    with pytest.raises(ConfKDInputError, match="positive integer"):
+        split_spec(spec)
+
+
+def test_worker_command_takes_the_batch_size_of_the_trainer_name():
+    args = benchmark_cost.parse_args(["-device", "cpu", "--batch-size", "8"])
+    command = worker_command(args, "nnUNetTrainer@16", Path("pre"), Path("out.json"))
+    assert command[command.index("--worker-trainer") + 1] == "nnUNetTrainer"
+    assert command[command.index("--batch-size") + 1] == "16"
+    command = worker_command(args, "nnUNetTrainerConfKD", Path("pre"), Path("out.json"))
+    assert command[command.index("--batch-size") + 1] == "8"
 
 
 FIXED_REPORT = {
@@ -104,26 +152,34 @@ FIXED_REPORT = {
          "memory_measure": "cpu_peak_rss_increase"},
         {"trainer": "nnUNetTrainerConfKD_replaceHalf", "cases_per_step": 8, "full_per_step": 4,
          "composition": "replace 0.5", "iterations_per_epoch": 250, "median_step_s": 1.3, "iqr_step_s": 0.06,
-         "peak_memory_mb": 500.0, "memory_measure": "cpu_peak_rss_increase"}]}
+         "peak_memory_mb": 500.0, "memory_measure": "cpu_peak_rss_increase"},
+        {"trainer": "nnUNetTrainer@16", "cases_per_step": 16, "full_per_step": None, "composition": "stock",
+         "iterations_per_epoch": 250, "median_step_s": 1.9, "iqr_step_s": 0.05, "peak_memory_mb": 780.0,
+         "memory_measure": "cpu_peak_rss_increase"}]}
 
 
 def test_markdown_table_and_ratio_lines_of_a_fixed_report():
     report = {**FIXED_REPORT, "ratios": compute_ratios(FIXED_REPORT["results"])}
     assert format_table(report).splitlines() == [
-        "| trainer | cases/step (full) | median step (s) | IQR (s) | peak memory (MB) | step ratio | epoch ratio "
-        "(<= 1.3) | met | memory ratio (<= 1.3) | met |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
-        "| nnUNetTrainer | 8 | 1.0000 | 0.0500 | 400.0 | 1.000 | 1.000 | yes | 1.000 | yes |",
-        "| nnUNetTrainerStrongOnly | 8 (8) | 1.0200 | 0.0400 | 404.0 | 1.020 | 1.020 | yes | 1.010 | yes |",
-        "| nnUNetTrainerConfKD | 16 (8) | 2.5500 | 0.1000 | 900.0 | 2.550 | 2.550 | **no** | 2.250 | **no** |",
-        "| nnUNetTrainerConfKD_replaceHalf | 8 (4) | 1.3000 | 0.0600 | 500.0 | 1.300 | 1.300 | yes | 1.250 | yes |",
+        "| trainer | cases/step (full) | median step (s) | IQR (s) | peak memory (MB) | step ratio | epoch ratio | "
+        "same rows | epoch ratio, same rows (<= 1.3) | met | memory ratio, same rows (<= 1.3) | met |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|",
+        "| nnUNetTrainer | 8 | 1.0000 | 0.0500 | 400.0 | 1.000 | 1.000 | nnUNetTrainer | 1.000 | yes | 1.000 | yes |",
+        "| nnUNetTrainerStrongOnly | 8 (8) | 1.0200 | 0.0400 | 404.0 | 1.020 | 1.020 | nnUNetTrainer | 1.020 | yes | "
+        "1.010 | yes |",
+        "| nnUNetTrainerConfKD | 16 (8) | 2.5500 | 0.1000 | 900.0 | 2.550 | 2.550 | nnUNetTrainer@16 | 1.342 | **no** "
+        "| 1.154 | yes |",
+        "| nnUNetTrainerConfKD_replaceHalf | 8 (4) | 1.3000 | 0.0600 | 500.0 | 1.300 | 1.300 | nnUNetTrainer | 1.300 | "
+        "yes | 1.250 | yes |",
+        "| nnUNetTrainer@16 | 16 | 1.9000 | 0.0500 | 780.0 | 1.900 | 1.900 | nnUNetTrainer@16 | 1.000 | yes | 1.000 "
+        "| yes |",
         "",
         "baseline nnUNetTrainer; Dataset502_ACDC 2d_cpu, plans batch 8, patch [128, 112]; AMD EPYC (cpu), 3 x 5 "
         "steps (+2 warm-up); memory: cpu_peak_rss_increase"]
     assert ratio_lines(report).splitlines() == [
         "nnUNetTrainerStrongOnly (replace 1, 8 cases/step): epoch 1.020 x nnUNetTrainer: meets the 1.3 target",
-        "nnUNetTrainerConfKD (add 1, 16 cases/step): epoch 2.550 x nnUNetTrainer, 2.500 x nnUNetTrainerStrongOnly, "
-        "per case 1.275: misses the 1.3 target",
+        "nnUNetTrainerConfKD (add 1, 16 cases/step): epoch 2.550 x nnUNetTrainer, 2.500 x nnUNetTrainerStrongOnly; "
+        "same rows 1.342 x nnUNetTrainer@16: misses the 1.3 target",
         "nnUNetTrainerConfKD_replaceHalf (replace 0.5, 8 cases/step): epoch 1.300 x nnUNetTrainer, 1.275 x "
         "nnUNetTrainerStrongOnly: meets the 1.3 target"]
 
@@ -140,7 +196,8 @@ def test_cpu_smoke_json_schema(tmp_path, capsys):
     assert set(report) == {"metadata", "results", "ratios"}
     meta = report["metadata"]
     assert METADATA_KEYS <= set(meta)
-    assert meta["trainers"] == TRAINERS and meta["device"] == "cpu"
+    # stock nnU-Net on the 4 cases of an "add" step of a batch-2 plan is added as the same-rows reference
+    assert meta["trainers"] == [*TRAINERS, "nnUNetTrainer@4"] and meta["device"] == "cpu"
     assert (meta["batch_size"], meta["patch_size"]) == (2, [32, 32])
     assert (meta["steps"], meta["repeats"], meta["warmup"]) == (2, 2, 1)
     assert isinstance(meta["device_name"], str) and meta["device_name"]
@@ -151,7 +208,7 @@ def test_cpu_smoke_json_schema(tmp_path, capsys):
     assert (meta["dataset"], meta["synthetic"], meta["plans"], meta["config"]) == (
         "Dataset991_ConfKDSynthetic", True, "nnUNetPlans", "2d")
     assert str(tmp_path) not in out.read_text()
-    assert [r["trainer"] for r in report["results"]] == TRAINERS
+    assert [r["trainer"] for r in report["results"]] == [*TRAINERS, "nnUNetTrainer@4"]
     for r in report["results"]:
         assert RESULT_KEYS <= set(r)
         assert _positive(r["median_step_s"]) and _positive(r["peak_memory_mb"])
@@ -160,18 +217,20 @@ def test_cpu_smoke_json_schema(tmp_path, capsys):
         assert [len(s) for s in r["step_times_s"]] == [2, 2]
         assert r["memory_measure"] in ("cpu_peak_rss_increase", "cpu_ru_maxrss_increase")
         assert r["iterations_per_epoch"] == 250
-        check_profile(r["profile"], confkd=r["trainer"] != "nnUNetTrainer", repeats=2)
+        check_profile(r["profile"], confkd=r["trainer"] == "nnUNetTrainerConfKD", repeats=2)
     # each trainer is timed on its own loader's batches: ConfKD's "add" composition doubles the plan's batch
     assert [(r["cases_per_step"], r["full_per_step"], r["composition"]) for r in report["results"]] == [
-        (2, None, "stock"), (4, 2, "add 1")]
+        (2, None, "stock"), (4, 2, "add 1"), (4, None, "stock")]
     ratios = report["ratios"]
     assert ratios["baseline"] == "nnUNetTrainer"
     assert ratios["nnUNetTrainer"]["time"] == 1.0 and ratios["nnUNetTrainer"]["memory"] == 1.0
     assert _positive(ratios["nnUNetTrainerConfKD"]["time"]) and _positive(ratios["nnUNetTrainerConfKD"]["memory"])
     assert isinstance(ratios["nnUNetTrainerConfKD"]["epoch_met"], bool)
+    assert ratios["nnUNetTrainerConfKD"]["same_rows_baseline"] == "nnUNetTrainer@4"
+    assert _positive(ratios["nnUNetTrainerConfKD"]["same_rows"])
     printed = capsys.readouterr().out
     assert "| nnUNetTrainerConfKD | 4 (2) |" in printed
-    assert "nnUNetTrainerConfKD (add 1, 4 cases/step): epoch " in printed
+    assert "nnUNetTrainerConfKD (add 1, 4 cases/step): epoch " in printed and "same rows" in printed
     assert "| trainer | cases/step | load | step | encoder | decoder | teacher decoder |" in printed
 
 

@@ -93,6 +93,19 @@ def test_teacher_on_subset_equals_rows_of_full_batch(kind):
         torch.testing.assert_close(sub, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", PLAN_KINDS)
+def test_teacher_on_the_first_n_rows_equals_those_rows_of_the_full_batch(kind):
+    net, _, cm = _build(kind)
+    net.train()
+    x = _input(cm, batch=4)
+    with torch.no_grad():
+        full = net(x)
+        first = net(x, teacher_cases=2)
+    for sub, ref in zip(first.teacher, full.teacher, strict=True):
+        assert sub.shape[0] == 2
+        torch.testing.assert_close(sub, ref[:2], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("trainer_class", TRAINERS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("kind", PLAN_KINDS)
 def test_eval_returns_one_tensor_of_the_inference_head(kind, trainer_class):

@@ -20,7 +20,14 @@ from nnunetv2_confkd.training.losses import (
     partial_cross_entropy,
     pseudo_mask_cross_entropy,
 )
-from nnunetv2_confkd.training.objective import _CHOICES, TERMS, ConfKDConfig, ConfKDLoss, DeepSupervisedPartialCE
+from nnunetv2_confkd.training.objective import (
+    _CHOICES,
+    TERMS,
+    ConfKDConfig,
+    ConfKDLoss,
+    DeepSupervisedPartialCE,
+    row_index,
+)
 from nnunetv2_confkd.training.seeds import erosion_seeds
 
 CLASSES = 3
@@ -189,7 +196,7 @@ def test_total_is_the_weighted_sum_of_detached_terms(dim, switches, entropy_scal
 
 @pytest.mark.parametrize("dim", ["2d", "3d"])
 @pytest.mark.parametrize("is_full", [[True, False, True, False], [False, True, False, False, True],
-                                     [True, False, False]])
+                                     [True, False, False], [True, True, False, False], [False, False, True, True]])
 @pytest.mark.parametrize("teacher_all", [False, True])
 def test_terms_match_a_direct_computation_for_mixed_masks(dim, is_full, teacher_all):
     batch = _batch(dim, is_full, teacher_all=teacher_all)
@@ -208,6 +215,44 @@ def test_terms_match_a_direct_computation_for_mixed_masks(dim, is_full, teacher_
     torch.testing.assert_close(terms["kd"], kd)
     torch.testing.assert_close(terms["ent"], ent)
     assert weak  # every mask above mixes both kinds
+
+
+@pytest.mark.parametrize(("mask", "expected"), [
+    ([True, True, False], slice(0, 2)), ([False, True, True], slice(1, 3)), ([True, True], slice(0, 2)),
+    ([False, False], slice(0, 0)), ([True, False, True], None), ([False, True, False, True], None)])
+def test_row_index_is_a_slice_exactly_for_one_run_of_rows(mask, expected):
+    mask = torch.tensor(mask)
+    index = row_index(mask)
+    if expected is None:
+        assert torch.equal(index, mask)
+    else:
+        assert index == expected
+    rows = torch.arange(len(mask))
+    assert rows[index].tolist() == _cases(mask)
+
+
+def _permuted(batch: Batch, order: list[int]) -> Batch:
+    """The same cases in another row order (the teacher's rows follow the batch order of its cases)."""
+    ran = _cases(batch.teacher_mask)
+    teacher_order = [ran.index(i) for i in order if batch.teacher_mask[i]]
+    return Batch(teacher=[t.detach()[teacher_order] for t in batch.teacher],
+                 student=[s.detach()[order] for s in batch.student], targets=[t[order] for t in batch.targets],
+                 is_full=batch.is_full[order], teacher_mask=batch.teacher_mask[order])
+
+
+@pytest.mark.parametrize("dim", ["2d", "3d"])
+@pytest.mark.parametrize("switches", [{}, {"kd_on": "all"}, {"entropy_on": "weak"}, {"legacy": True},
+                                      {"confidence_term": "pseudo_teacher", "kd_on": "all"}])
+def test_full_rows_first_changes_no_term(dim, switches):
+    """The trainer puts the fully labeled rows first (their row sets become views); the objective must not see it."""
+    batch = _batch(dim, [False, True, False, True, False], teacher_all=switches.get("kd_on") == "all")
+    full_first = [1, 3, 0, 2, 4]
+    loss = _confkd(**switches)
+    total, terms = _run(loss, batch)
+    total_sorted, terms_sorted = _run(loss, _permuted(batch, full_first))
+    torch.testing.assert_close(total_sorted, total.detach())
+    for name in TERMS:
+        torch.testing.assert_close(terms_sorted[name], terms[name])
 
 
 def test_the_teacher_must_run_on_every_full_case():

@@ -137,6 +137,26 @@ def test_padding_stays_ignore_for_weak_cases_and_background_for_full_cases(nnune
         assert not torch.any(target[0][is_full] == 4)  # full cases: padding mapped back to background, as stock
 
 
+def test_prepared_batch_holds_the_same_cases_with_the_full_ones_first(nnunet_paths):
+    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
+    trainer.initialize()
+    train_loader, _ = trainer.get_dataloaders()
+    seen_mixed = False
+    for _ in range(10):
+        batch = next(train_loader)
+        full = trainer._is_full(batch["keys"])
+        data, target, is_full, teacher_mask, teacher_cases = trainer._prepare_batch(batch)
+        n = int(full.sum())
+        assert is_full.tolist() == [True] * n + [False] * (len(full) - n)
+        assert teacher_cases == n and torch.equal(teacher_mask, is_full)
+        order = list(np.flatnonzero(full)) + list(np.flatnonzero(~full))
+        assert torch.equal(data, batch["data"][order])  # each row keeps its own image and labels
+        raw = batch["target"][0][order]
+        assert torch.equal(target[0][~is_full], raw[~is_full])
+        seen_mixed |= 0 < n < len(full) and order != sorted(order)
+    assert seen_mixed  # some batch had to be reordered
+
+
 @pytest.mark.slow
 def test_train_step_reports_every_term_and_changes_both_heads(nnunet_paths):
     trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)

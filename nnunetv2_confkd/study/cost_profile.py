@@ -11,7 +11,7 @@ gradients, so no part's backward reaches into another part:
 * ``encoder``: ``network.encoder(x)``, backward of a random gradient on every skip;
 * ``decoder``: the student decoder on all rows (stock nnU-Net: the network's only decoder), backward of random
   gradients on its outputs;
-* ``teacher_decoder``: the teacher decoder on the rows it runs on (``index_select`` of the skips included);
+* ``teacher_decoder``: the teacher decoder on the rows it runs on (taking those rows of the skips included);
 * ``seeds``: ``confkd_loss.student_targets``, i.e. ``erosion_seeds`` (training/seeds.py) on the strong rows at full
   resolution, resampled to every deep-supervision scale (no gradient);
 * ``sup``, ``weak``, ``kd``, ``ent``: each term of the ConfKD objective, forward + backward on the decoders' logits
@@ -104,9 +104,11 @@ def _loss_parts(trainer, teacher, student, targets, is_full, teacher_mask, timed
     objective = trainer.confkd_loss
     student_targets, seconds = timed(lambda: objective.student_targets(targets, is_full))
     parts = {"seeds": seconds}
-    full_in_teacher = is_full[teacher_mask]
+    from nnunetv2_confkd.training.objective import row_index
+
+    in_teacher, full = row_index(is_full[teacher_mask]), row_index(is_full)
     terms = {
-        "sup": lambda t, s: objective.supervised_loss([o[full_in_teacher] for o in t], [x[is_full] for x in targets]),
+        "sup": lambda t, s: objective.supervised_loss([o[in_teacher] for o in t], [x[full] for x in targets]),
         "weak": lambda t, s: objective._weak(s, student_targets, is_full),
         "kd": lambda t, s: objective._kd(t[0], s[0], is_full, teacher_mask),
         "ent": lambda t, s: objective._confidence(t[0], s[0], is_full, teacher_mask)}
@@ -133,6 +135,12 @@ def _optimizer_step(trainer) -> None:
         trainer.optimizer.step()
 
 
+def _teacher_skips(skips, teacher_cases):
+    from nnunetv2_confkd.training.network import teacher_skips
+
+    return skips if teacher_cases is None else teacher_skips(skips, teacher_cases)
+
+
 def profile_batch(trainer, batch: dict, device: str) -> dict:
     """Seconds of every part of :data:`PARTS` for one batch (``None`` where the trainer has no such part)."""
     from nnunetv2_confkd.training.mixed_loading import unwrap
@@ -150,7 +158,7 @@ def profile_batch(trainer, batch: dict, device: str) -> dict:
     student, teacher = _detached(student), None
     if confkd:
         teacher, parts["teacher_decoder"] = timed(lambda: _forward_backward(
-            lambda: net.teacher_decoder([s.index_select(0, teacher_cases) for s in _leaves(skips)]), device))
+            lambda: net.teacher_decoder(_teacher_skips(_leaves(skips), teacher_cases)), device))
         teacher = _detached(teacher)
     parts.update(_loss_parts(trainer, teacher, student, targets, is_full, teacher_mask, timed, device))
     _, parts["optimizer"] = timed(lambda: _optimizer_step(trainer))

@@ -4,7 +4,9 @@ train on (cost_dataset.py; the synthetic one is generated and planned here), and
 
 Each worker (``python -m nnunetv2_confkd.study.benchmark_cost --worker-trainer NAME ...``) measures one trainer once
 (:mod:`nnunetv2_confkd.study.step_cost`) and writes its result to ``WORKDIR/runs/<trainer>_r<repeat>.json``; its
-output goes to the log.
+output goes to the log. A trainer is named as ``NAME`` or ``NAME@B`` (``NAME`` with batch size ``B`` instead of the
+plans'): ``nnUNetTrainer@16`` is stock nnU-Net on as many cases per step as an ``"add"`` ConfKD step of a batch-8 plan
+(:func:`same_rows_baselines`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,47 @@ def prepare_dataset(args: argparse.Namespace, env: dict, log: Path) -> Benchmark
     return BenchmarkDataset(folder.name, folder, folder, PLANS, args.config, configuration, True)
 
 
+def split_spec(spec: str) -> tuple[str, int | None]:
+    """``"NAME@B"`` -> ``("NAME", B)``; ``"NAME"`` -> ``("NAME", None)``.
+
+    Example:
+        >>> split_spec("nnUNetTrainer@16"), split_spec("nnUNetTrainerConfKD")
+        (('nnUNetTrainer', 16), ('nnUNetTrainerConfKD', None))
+    """
+    name, at, batch = spec.partition("@")
+    if at and not (batch.isdigit() and int(batch) > 0):
+        raise ConfKDInputError(f"trainer {spec!r}: the batch size after '@' must be a positive integer")
+    return name, int(batch) if at else None
+
+
+def cases_per_step(trainer: str, batch_size: int) -> int:
+    """Cases in one training step of ``trainer`` on a plan of ``batch_size`` (one rank): the plan's batch, or what the
+    class's batch composition adds to it."""
+    from nnunetv2_confkd.supervision import batch_counts
+    from nnunetv2_confkd.training.mixed_loading import MixedSupervisionMixin
+    from nnunetv2_confkd.training.registry import TRAINERS
+
+    name, own = split_spec(trainer)
+    batch_size = own or batch_size
+    cls = TRAINERS.get(name)
+    if cls is None or not issubclass(cls, MixedSupervisionMixin):
+        return batch_size
+    return sum(batch_counts(batch_size, 1, cls.batch_composition, cls.strong_fraction, cls.weak_ratio))
+
+
+def same_rows_baselines(trainers: list[str], batch_size: int, baseline: str) -> list[str]:
+    """``baseline@N`` for every ``N`` cases per step of a trainer in ``trainers`` that differs from ``batch_size``
+    (and is not measured already): stock nnU-Net on as many cases per step, the reference of its same-rows ratio.
+
+    Example:
+        >>> same_rows_baselines(["nnUNetTrainer", "nnUNetTrainerConfKD", "nnUNetTrainerConfKD_replaceHalf"], 8,
+        ...                     "nnUNetTrainer")
+        ['nnUNetTrainer@16']
+    """
+    sizes = {cases_per_step(t, batch_size) for t in trainers} - {batch_size}
+    return [f"{baseline}@{n}" for n in sorted(sizes) if f"{baseline}@{n}" not in trainers]
+
+
 def interleaved_order(trainers: list[str], repeats: int) -> list[tuple[int, str]]:
     """``(repeat, trainer)`` pairs: the given order on even repeats, reversed on odd ones.
 
@@ -118,15 +161,18 @@ def interleaved_order(trainers: list[str], repeats: int) -> list[tuple[int, str]
 
 
 def worker_command(args: argparse.Namespace, trainer: str, preprocessed: Path, out: Path) -> list[str]:
-    """Command line of one worker process (same interpreter, ``python -m nnunetv2_confkd.study.benchmark_cost``)."""
-    cmd = [sys.executable, "-m", "nnunetv2_confkd.study.benchmark_cost", "--worker-trainer", trainer,
+    """Command line of one worker process (same interpreter, ``python -m nnunetv2_confkd.study.benchmark_cost``);
+    ``trainer`` is ``NAME`` or ``NAME@B`` (:func:`split_spec`)."""
+    name, batch_size = split_spec(trainer)
+    batch_size = batch_size or args.batch_size
+    cmd = [sys.executable, "-m", "nnunetv2_confkd.study.benchmark_cost", "--worker-trainer", name,
            "--worker-preprocessed", str(preprocessed), "--worker-out", str(out), "-c", args.config, "-p", args.plans,
            "-device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
            "--profile-steps", str(args.profile_steps)]
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
-    if args.batch_size is not None:
-        cmd += ["--batch-size", str(args.batch_size)]
+    if batch_size is not None:
+        cmd += ["--batch-size", str(batch_size)]
     if args.patch_size is not None:
         cmd += ["--patch-size", *map(str, args.patch_size)]
     return cmd
@@ -143,7 +189,7 @@ def run_workers(args: argparse.Namespace, env: dict, preprocessed: Path, log: Pa
         t0 = time.time()
         run(worker_command(args, trainer, preprocessed, out), worker_environment(env), log)
         result = json.loads(out.read_text())
-        result["repeat"] = repeat
+        result["trainer"], result["repeat"] = trainer, repeat
         results.append(result)
         logger.info("repeat %d %s: %d cases per step, median step %.4f s, peak memory %.1f MB (worker %.0f s)",
                     repeat, trainer, result["cases_per_step"], float(np.median(result["step_times_s"])),

@@ -1,8 +1,9 @@
 """Shared-encoder, two-decoder network. Imports nothing from nnU-Net.
 
 In ``train()`` the wrapper returns :class:`DualOutput` (teacher, student). The teacher decoder can run on a subset of
-the batch (``teacher_cases``): nnU-Net normalises per sample (instance norm), so the teacher's outputs on a subset are
-exactly its outputs on those rows of the full batch. In ``eval()`` the wrapper runs the encoder and *one* decoder, the
+the batch (``teacher_cases``: the first ``n`` rows, as views of the skips, or any listed rows): nnU-Net normalises
+per sample (instance norm), so the teacher's outputs on a subset are exactly its outputs on those rows of the full
+batch. In ``eval()`` the wrapper runs the encoder and *one* decoder, the
 ``inference_head``, and returns its output unchanged (one tensor once deep supervision is off), which is what
 ``nnUNetPredictor`` expects; inference therefore costs what a plain nnU-Net with the same plans costs.
 """
@@ -57,13 +58,14 @@ class DualDecoderUNet(nn.Module):
         self.teacher_decoder.deep_supervision = enabled
         self.student_decoder.deep_supervision = enabled
 
-    def forward(self, x: Tensor, teacher_cases: Tensor | None = None) -> DualOutput | Tensor | list[Tensor]:
+    def forward(self, x: Tensor, teacher_cases: Tensor | int | None = None) -> DualOutput | Tensor | list[Tensor]:
         """Run the network.
 
         Args:
             x: input batch ``(B, C_in, *spatial)``.
-            teacher_cases: optional ``(n,)`` long tensor of batch rows on which the teacher runs in ``train()``
-                (all rows if None). A fixed ``n`` keeps shapes static under ``torch.compile``.
+            teacher_cases: the batch rows on which the teacher runs in ``train()``: an int ``n`` for the first ``n``
+                rows (what the trainer passes: its batches hold the fully labeled rows first), an ``(n,)`` long tensor
+                of rows, or None for all rows. A fixed ``n`` keeps shapes static under ``torch.compile``.
         """
         skips = self.encoder(x)
         if not self.training:
@@ -72,11 +74,19 @@ class DualDecoderUNet(nn.Module):
         student = self.student_decoder(skips)
         if teacher_cases is None:
             return DualOutput(self.teacher_decoder(skips), student)
-        if teacher_cases.numel() == 0:
+        n = teacher_cases if isinstance(teacher_cases, int) else teacher_cases.numel()
+        if n == 0:
             # instance norm rejects an empty batch: run one case and keep zero rows, still in the autograd graph
             teacher = self.teacher_decoder([s[:1] for s in skips])
             return DualOutput([t[:0] for t in teacher] if isinstance(teacher, list) else teacher[:0], student)
-        return DualOutput(self.teacher_decoder([s.index_select(0, teacher_cases) for s in skips]), student)
+        return DualOutput(self.teacher_decoder(teacher_skips(skips, teacher_cases)), student)
+
+
+def teacher_skips(skips: list[Tensor], teacher_cases: Tensor | int) -> list[Tensor]:
+    """The skips of the teacher's rows: views of the first ``n`` rows for an int ``n``, else the listed rows."""
+    if isinstance(teacher_cases, int):
+        return [s[:teacher_cases] for s in skips]
+    return [s.index_select(0, teacher_cases) for s in skips]
 
 
 def count_parameters(module: nn.Module) -> int:

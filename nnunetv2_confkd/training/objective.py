@@ -100,8 +100,23 @@ class DeepSupervisedPartialCE(nn.Module):
         return sum(terms)
 
 
+def row_index(mask: Tensor) -> slice | Tensor:
+    """An index of the rows where the bool ``mask`` is True: a ``slice`` (indexing gives views, no copy) when they form
+    one run, as the trainer's batches do (fully labeled rows first), else the mask itself (indexing copies)."""
+    n = int(mask.sum())
+    first = int(mask.int().argmax()) if n else 0
+    if bool(mask[first:first + n].all()):
+        return slice(first, first + n)
+    return mask
+
+
 def _rows(outputs: Sequence[Tensor], mask: Tensor) -> list[Tensor]:
-    return [o[mask] for o in outputs]
+    index = row_index(mask)
+    return [o[index] for o in outputs]
+
+
+def _take(x: Tensor, mask: Tensor) -> Tensor:
+    return x[row_index(mask)]
 
 
 def _resize_like(labels: Tensor, like: Tensor) -> Tensor:
@@ -130,11 +145,12 @@ class ConfKDLoss(nn.Module):
         from it at full resolution and resampled (nearest) to each deep-supervision scale."""
         if self.config.student_strong_labels == "full" or not bool(is_full.any()):
             return list(targets)
-        seeds = erosion_seeds(targets[0][is_full], self.config.ignore_label, self.config.seed_iterations)
+        full = row_index(is_full)
+        seeds = erosion_seeds(targets[0][full], self.config.ignore_label, self.config.seed_iterations)
         out = []
         for t in targets:
             t = t.clone()
-            t[is_full] = _resize_like(seeds, t)
+            t[full] = _resize_like(seeds, t)
             out.append(t)
         return out
 
@@ -186,8 +202,8 @@ class ConfKDLoss(nn.Module):
     def _kd(self, teacher: Tensor, student: Tensor, is_full: Tensor, teacher_mask: Tensor) -> Tensor:
         cfg = self.config
         cases = is_full if cfg.kd_on == "strong" else teacher_mask
-        t = teacher[cases[teacher_mask]]
-        s = student[cases]
+        t = _take(teacher, cases[teacher_mask])
+        s = _take(student, cases)
         if cfg.detach_teacher:
             t = t.detach()
         if cfg.legacy:
@@ -198,14 +214,14 @@ class ConfKDLoss(nn.Module):
     def _confidence(self, teacher: Tensor, student: Tensor, is_full: Tensor, teacher_mask: Tensor) -> Tensor:
         cfg = self.config
         if cfg.legacy:
-            return legacy_entropy(student[is_full], student[~is_full])
+            return legacy_entropy(_take(student, is_full), _take(student, ~is_full))
         cases = ~is_full if cfg.entropy_on == "weak" else torch.ones_like(is_full)
-        s = student[cases]
+        s = _take(student, cases)
         if cfg.confidence_term == "entropy":
             value = entropy(s)
         elif cfg.confidence_term == "pseudo_self":
             value = pseudo_mask_cross_entropy(s, s.detach(), cfg.pseudo_threshold)
         else:
-            reference = teacher[cases[teacher_mask]].detach()
+            reference = _take(teacher, cases[teacher_mask]).detach()
             value = pseudo_mask_cross_entropy(s, reference, cfg.pseudo_threshold)
         return value + connected_zero(student)

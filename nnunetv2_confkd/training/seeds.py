@@ -15,30 +15,41 @@ structure is cut by the patch border and the erosion treats the outside as empty
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
 def _erode3x3(mask: Tensor) -> Tensor:
-    """One binary erosion of ``(N, 1, H, W)`` float masks with a full 3x3 element; outside counts as empty."""
-    padded = F.pad(mask, (1, 1, 1, 1), value=0.0)
-    return -F.max_pool2d(-padded, kernel_size=3, stride=1)
+    """One binary erosion of ``(N, 1, H, W)`` bool masks with a full 3x3 element; outside counts as empty.
+
+    The element is separable: AND of the row neighbours, then of the column neighbours, on bool tensors (several
+    times faster on CPU than a min-pool on floats)."""
+    rows = mask.clone()
+    rows[..., :, 1:] &= mask[..., :, :-1]
+    rows[..., :, :-1] &= mask[..., :, 1:]
+    rows[..., :, 0] = False
+    rows[..., :, -1] = False
+    out = rows.clone()
+    out[..., 1:, :] &= rows[..., :-1, :]
+    out[..., :-1, :] &= rows[..., 1:, :]
+    out[..., 0, :] = False
+    out[..., -1, :] = False
+    return out
 
 
 def _seed_planes(planes: Tensor, iterations: int) -> Tensor:
-    """Seeds of a stack of binary planes ``(N, 1, H, W)`` with the per-plane fallback of the paper's script.
+    """Seeds of a stack of bool planes ``(N, 1, H, W)`` with the per-plane fallback of the paper's script.
 
-    Erosions are nested, so the seeds of a plane are its erosion by the largest ``k <= iterations`` that leaves
-    something, or the plane itself (``k = 0``) when even one erosion empties it.
+    Erosions are nested, so counting how many erosions a voxel survives gives every erosion at once: the seeds of a
+    plane are its voxels that survive the largest ``k <= iterations`` erosions that leave something, or the plane
+    itself (``k = 0``) when even one erosion empties it.
     """
-    eroded = [planes]
+    survived = torch.zeros(planes.shape, dtype=torch.uint8, device=planes.device)
+    eroded = planes
     for _ in range(iterations):
-        eroded.append(_erode3x3(eroded[-1]))
-    stack = torch.stack(eroded)  # (iterations + 1, N, 1, H, W)
-    nonempty = stack.flatten(2).amax(2) > 0
-    steps = torch.arange(iterations + 1, device=planes.device).view(-1, 1)
-    best = torch.where(nonempty, steps, torch.zeros_like(steps)).amax(0)
-    return stack[best, torch.arange(planes.shape[0], device=planes.device)]
+        eroded = _erode3x3(eroded)
+        survived += eroded
+    best = survived.flatten(1).amax(1).view(-1, *[1] * (planes.ndim - 1))
+    return planes & (survived >= best)
 
 
 def erosion_seeds(
@@ -66,8 +77,8 @@ def erosion_seeds(
     if not classes:
         return out.reshape(labels.shape)
     # all structures at once: their masks are disjoint, so are their seeds
-    masks = torch.cat([(planes == c).float() for c in classes])
-    seeds = (_seed_planes(masks, iterations) > 0).reshape(len(classes), *planes.shape)
+    masks = torch.cat([planes == c for c in classes])
+    seeds = _seed_planes(masks, iterations).reshape(len(classes), *planes.shape)
     for c, seed in zip(classes, seeds, strict=True):
-        out[seed] = c
+        out = torch.where(seed, torch.tensor(c, dtype=out.dtype, device=out.device), out)
     return out.reshape(labels.shape)

@@ -144,18 +144,28 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
         return min(1.0, self.current_epoch / ramp_epochs)
 
     def _prepare_batch(self, batch: dict):
-        is_full = torch.from_numpy(self._is_full(batch["keys"]))
-        teacher_mask = torch.ones_like(is_full) if self.confkd_loss.config.teacher_on_all else is_full
+        """The batch on the device with its fully labeled rows first (every term is a mean or sum over rows, and
+        nnU-Net normalises per sample, so row order changes no value; the teacher's rows and the terms' row sets
+        become views instead of copies), the padding of full cases made background, and the row masks.
+
+        Returns ``(data, targets, is_full, teacher_mask, teacher_cases)``; ``teacher_cases`` is the number of leading
+        rows the teacher runs on (the full rows), or None for all rows."""
+        full = self._is_full(batch["keys"])
+        order = torch.from_numpy(np.argsort(~full, kind="stable"))
+        is_full = torch.from_numpy(full[order.numpy()])
         target = batch["target"] if isinstance(batch["target"], list) else [batch["target"]]
+        data, target = batch["data"][order], [t[order] for t in target]
         ignore = self.label_manager.ignore_label
         if self.pad_seg_as_ignore and ignore is not None:
             # full cases hold no ignore voxel (checked at start), so every ignore voxel there is augmentation padding:
             # make it background, exactly as stock nnU-Net does
             target = [torch.where(is_full.view(-1, *[1] * (t.ndim - 1)) & (t == ignore), torch.zeros_like(t), t)
                       for t in target]
-        data = batch["data"].to(self.device, non_blocking=True)
+        data = data.to(self.device, non_blocking=True)
         target = [t.to(self.device, non_blocking=True) for t in target]
-        teacher_cases = torch.nonzero(teacher_mask).flatten().to(self.device)
+        teacher_on_all = self.confkd_loss.config.teacher_on_all
+        teacher_mask = torch.ones_like(is_full) if teacher_on_all else is_full
+        teacher_cases = None if teacher_on_all else int(full.sum())
         return data, target, is_full.to(self.device), teacher_mask.to(self.device), teacher_cases
 
     def train_step(self, batch: dict) -> dict:
