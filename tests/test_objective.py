@@ -150,8 +150,9 @@ def test_config_rejects_unknown_switch_values(name):
 
 @pytest.mark.parametrize(("name", "allowed"), sorted(_CHOICES.items()))
 def test_config_accepts_every_documented_switch_value(name, allowed):
+    needs = {"student_view": {"confidence_term": "pseudo_teacher"}}  # the perturbed view needs the teacher's labels
     for value in allowed:
-        assert getattr(make_config(**{name: value}), name) == value
+        assert getattr(make_config(**{name: value, **needs.get(name, {})}), name) == value
 
 
 @pytest.mark.parametrize(("name", "value"), [("weak_weight", -0.1), ("kd_weight", -1.0), ("entropy_weight", -1e-3),
@@ -376,6 +377,45 @@ def test_pseudo_mask_confidence_terms(dim, entropy_on, threshold):
         student = batch.student[0][cases]
         torch.testing.assert_close(ent_self, pseudo_mask_cross_entropy(student, student, threshold))
         torch.testing.assert_close(ent_teacher, pseudo_mask_cross_entropy(student, batch.teacher[0][cases], threshold))
+
+
+@pytest.mark.parametrize("dim", ["2d", "3d"])
+@pytest.mark.parametrize("entropy_on", ["all", "weak"])
+def test_perturbed_view_takes_the_teachers_clean_view_on_the_other_cases(dim, entropy_on):
+    """``student_view = "perturbed"``: on full cases the reference is the teacher's own row, on the others the
+    teacher's logits of the clean view; nothing of the reference trains."""
+    batch = _batch(dim, [True, False, True, False])  # the teacher ran on the full cases only
+    view = 3 * torch.randn(2, CLASSES, *batch.student[0].shape[2:])
+    loss = _confkd(student_view="perturbed", confidence_term="pseudo_teacher", entropy_on=entropy_on,
+                   pseudo_threshold=0.5)
+    total, terms = loss(batch.teacher, batch.student, batch.targets, batch.is_full, batch.teacher_mask, 1.0, view)
+    reference = torch.stack([batch.teacher[0][0], view[0], batch.teacher[0][1], view[1]]).detach()
+    cases = [1, 3] if entropy_on == "weak" else [0, 1, 2, 3]
+    with torch.no_grad():
+        expected = pseudo_mask_cross_entropy(batch.student[0][cases], reference[cases], 0.5)
+    torch.testing.assert_close(terms["ent"], expected)
+    # the confidence term sends no gradient into the teacher: its rows only get the supervised and KL gradients
+    without = loss.config.entropy_weight * terms["ent"]
+    assert without > 0
+    grads = torch.autograd.grad(total, batch.teacher[0])[0]
+    reference_loss = _confkd(student_view="perturbed", confidence_term="pseudo_teacher", entropy_on=entropy_on,
+                             pseudo_threshold=0.5, entropy_weight=0.0)
+    total_without, _ = reference_loss(batch.teacher, batch.student, batch.targets, batch.is_full, batch.teacher_mask,
+                                      1.0, view)
+    torch.testing.assert_close(grads, torch.autograd.grad(total_without, batch.teacher[0])[0])
+
+
+@pytest.mark.parametrize("switches", [{"confidence_term": "entropy"}, {"kd_on": "all"}, {"legacy": True}])
+def test_perturbed_view_needs_the_teachers_labels_as_reference(switches):
+    with pytest.raises(ValueError, match="student_view='perturbed'"):
+        make_config(student_view="perturbed", **{"confidence_term": "pseudo_teacher", **switches})
+
+
+def test_teacher_view_is_given_exactly_with_the_perturbed_view():
+    batch = _batch("2d", [True, False])
+    with pytest.raises(ValueError, match="exactly when"):
+        _confkd()(batch.teacher, batch.student, batch.targets, batch.is_full, batch.teacher_mask, 1.0,
+                  torch.zeros(1, CLASSES, *batch.student[0].shape[2:]))
 
 
 # --- empty case and voxel sets: the DDP "graph-connected zero" contract ---------------------------------------------

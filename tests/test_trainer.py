@@ -137,6 +137,20 @@ def test_padding_stays_ignore_for_weak_cases_and_background_for_full_cases(nnune
         assert not torch.any(target[0][is_full] == 4)  # full cases: padding mapped back to background, as stock
 
 
+def test_two_views_perturb_the_other_rows_and_predict_them_clean_without_gradient(nnunet_paths):
+    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_twoView_smoke)
+    trainer.initialize()
+    train_loader, _ = trainer.get_dataloaders()
+    data, _, is_full, _, _ = trainer._prepare_batch(next(train_loader))
+    n = int(is_full.sum())
+    assert 0 < n < len(is_full)
+    views, reference = trainer._two_views(data, n)
+    assert torch.equal(views[:n], data[:n]) and not torch.allclose(views[n:], data[n:])
+    assert reference.shape[0] == len(is_full) - n and not reference.requires_grad
+    with torch.no_grad():  # the teacher head of the network's own forward pass on the clean rows
+        torch.testing.assert_close(reference, trainer.network(data[n:]).teacher[0], atol=1e-5, rtol=1e-5)
+
+
 def test_prepared_batch_holds_the_same_cases_with_the_full_ones_first(nnunet_paths):
     trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
     trainer.initialize()
@@ -158,8 +172,10 @@ def test_prepared_batch_holds_the_same_cases_with_the_full_ones_first(nnunet_pat
 
 
 @pytest.mark.slow
-def test_train_step_reports_every_term_and_changes_both_heads(nnunet_paths):
-    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_smoke)
+@pytest.mark.parametrize("trainer_class", [trainers.nnUNetTrainerConfKD_smoke,
+                                           trainers.nnUNetTrainerConfKD_twoView_smoke], ids=lambda c: c.__name__)
+def test_train_step_reports_every_term_and_changes_both_heads(nnunet_paths, trainer_class):
+    trainer = make_trainer(nnunet_paths, trainer_class)
     trainer.initialize()
     train_loader, _ = trainer.get_dataloaders()
     before = {k: v.clone() for k, v in trainer.network.state_dict().items()}

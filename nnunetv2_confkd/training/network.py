@@ -82,6 +82,13 @@ class DualDecoderUNet(nn.Module):
         return DualOutput(self.teacher_decoder(teacher_skips(skips, teacher_cases)), student)
 
 
+def teacher_logits(network: DualDecoderUNet, x: Tensor) -> Tensor:
+    """The teacher's highest-resolution logits on ``x`` (encoder and teacher decoder; call it under ``no_grad`` for a
+    reference that trains nothing)."""
+    out = network.teacher_decoder(network.encoder(x))
+    return out[0] if isinstance(out, (list, tuple)) else out
+
+
 def teacher_skips(skips: list[Tensor], teacher_cases: Tensor | int) -> list[Tensor]:
     """The skips of the teacher's rows: views of the first ``n`` rows for an int ``n``, else the listed rows."""
     if isinstance(teacher_cases, int):

@@ -7,7 +7,9 @@
 * ``L_w``: the student's loss on labeled voxels (partial CE by default) with nnU-Net's deep-supervision weights.
 * ``L_kd``: KL distillation teacher -> student, full resolution only (project choice: closest to the paper, whose
   network has one output scale).
-* ``L_ent``: Shannon entropy of the student (or a pseudo-mask CE in the PM baselines), full resolution only.
+* ``L_ent``: Shannon entropy of the student (or a pseudo-mask CE in the PM baselines; with ``student_view =
+  "perturbed"`` the teacher's pseudo-mask of a clean view against the student on a perturbed one), full resolution
+  only.
 
 Every term whose case set is empty in a batch returns a graph-connected zero, so DDP sees a gradient for every
 parameter in every step (DDP raises when a parameter gets no gradient in a step).
@@ -42,6 +44,7 @@ _CHOICES = {
     "student_strong_labels": ("derived_weak", "full"),
     "weak_loss": ("ce", "dice_ce"),
     "confidence_term": ("entropy", "pseudo_self", "pseudo_teacher"),
+    "student_view": ("same", "perturbed"),
 }
 
 
@@ -66,6 +69,7 @@ class ConfKDConfig:
     pseudo_threshold: float
     seed_iterations: int
     legacy: bool
+    student_view: str
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -76,11 +80,17 @@ class ConfKDConfig:
         for name in ("weak_weight", "kd_weight", "entropy_weight", "kd_alpha"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.student_view == "perturbed" and (self.confidence_term != "pseudo_teacher" or self.kd_on != "strong"
+                                                 or self.legacy):
+            raise ValueError("student_view='perturbed' takes the teacher's labels of the clean view as the student's "
+                             "target on the other cases: it needs confidence_term='pseudo_teacher', kd_on='strong' "
+                             f"and legacy=False (got {self.confidence_term!r}, {self.kd_on!r}, {self.legacy})")
 
     @property
     def teacher_on_all(self) -> bool:
-        """Whether the teacher decoder must run on every case of the batch, not only on the strong ones."""
-        return self.kd_on == "all" or self.confidence_term == "pseudo_teacher"
+        """Whether the teacher decoder must run on every case of the batch, not only on the strong ones (with
+        ``student_view = "perturbed"`` it predicts the other cases apart, on their clean view, without gradient)."""
+        return self.kd_on == "all" or (self.confidence_term == "pseudo_teacher" and self.student_view == "same")
 
 
 class DeepSupervisedPartialCE(nn.Module):
@@ -119,6 +129,14 @@ def _take(x: Tensor, mask: Tensor) -> Tensor:
     return x[row_index(mask)]
 
 
+def _teacher_everywhere(teacher: Tensor, teacher_view: Tensor, is_full: Tensor, teacher_mask: Tensor) -> Tensor:
+    """Teacher logits for every case in batch order: its rows on the full cases, ``teacher_view`` on the others."""
+    out = teacher_view.new_empty((len(is_full), *teacher_view.shape[1:]))
+    out[row_index(is_full)] = _take(teacher, is_full[teacher_mask]).to(out.dtype)
+    out[row_index(~is_full)] = teacher_view
+    return out
+
+
 def _resize_like(labels: Tensor, like: Tensor) -> Tensor:
     if labels.shape[2:] == like.shape[2:]:
         return labels
@@ -155,7 +173,8 @@ class ConfKDLoss(nn.Module):
         return out
 
     def forward(self, teacher_out: Sequence[Tensor], student_out: Sequence[Tensor], targets: Sequence[Tensor],
-                is_full: Tensor, teacher_mask: Tensor, entropy_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+                is_full: Tensor, teacher_mask: Tensor, entropy_scale: float = 1.0,
+                teacher_view: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Compute the objective.
 
         Args:
@@ -166,6 +185,9 @@ class ConfKDLoss(nn.Module):
             is_full: ``(B,)`` bool, True for fully labeled cases.
             teacher_mask: ``(B,)`` bool, the cases the teacher ran on (must include every full case).
             entropy_scale: multiplier of ``λ_ent`` (ramp-up), in ``[0, 1]``.
+            teacher_view: with ``student_view = "perturbed"``, the teacher's full-resolution logits on the clean view
+                of the cases that are not fully labeled (in batch order, no gradient): the reference of the
+                ``"pseudo_teacher"`` term on those cases, whose student rows saw a perturbed view.
 
         Returns:
             ``(total, terms)``; ``terms`` holds detached ``sup``, ``weak``, ``kd``, ``ent`` values.
@@ -179,6 +201,8 @@ class ConfKDLoss(nn.Module):
         if cfg.teacher_on_all and not bool(teacher_mask.all()):
             raise ValueError(f"kd_on={cfg.kd_on!r} / confidence_term={cfg.confidence_term!r} need the teacher on "
                              "every case of the batch")
+        if (teacher_view is not None) != (cfg.student_view == "perturbed"):
+            raise ValueError("teacher_view is given exactly when student_view='perturbed'")
 
         if bool(is_full.any()):
             sup = self.supervised_loss(_rows(teacher_out, full_in_teacher), _rows(targets, is_full))
@@ -186,7 +210,7 @@ class ConfKDLoss(nn.Module):
             sup = connected_zero(*teacher_out)
         weak = self._weak(student_out, self.student_targets(targets, is_full), is_full)
         kd = self._kd(teacher_out[0], student_out[0], is_full, teacher_mask)
-        ent = self._confidence(teacher_out[0], student_out[0], is_full, teacher_mask)
+        ent = self._confidence(teacher_out[0], student_out[0], is_full, teacher_mask, teacher_view)
         total = sup + cfg.weak_weight * weak + cfg.kd_weight * kd + cfg.entropy_weight * entropy_scale * ent
         terms = {"sup": sup, "weak": weak, "kd": kd, "ent": ent}
         return total, {k: v.detach() if torch.is_tensor(v) else torch.tensor(float(v)) for k, v in terms.items()}
@@ -211,7 +235,8 @@ class ConfKDLoss(nn.Module):
         p, q = (t, s) if cfg.kd_direction == "teacher_student" else (s, t)
         return kl_divergence(p, q, cfg.temperature) + connected_zero(teacher, student)
 
-    def _confidence(self, teacher: Tensor, student: Tensor, is_full: Tensor, teacher_mask: Tensor) -> Tensor:
+    def _confidence(self, teacher: Tensor, student: Tensor, is_full: Tensor, teacher_mask: Tensor,
+                    teacher_view: Tensor | None = None) -> Tensor:
         cfg = self.config
         if cfg.legacy:
             return legacy_entropy(_take(student, is_full), _take(student, ~is_full))
@@ -222,6 +247,7 @@ class ConfKDLoss(nn.Module):
         elif cfg.confidence_term == "pseudo_self":
             value = pseudo_mask_cross_entropy(s, s.detach(), cfg.pseudo_threshold)
         else:
-            reference = _take(teacher, cases[teacher_mask]).detach()
+            reference = _take(teacher, cases[teacher_mask]).detach() if teacher_view is None else \
+                _take(_teacher_everywhere(teacher.detach(), teacher_view, is_full, teacher_mask), cases)
             value = pseudo_mask_cross_entropy(s, reference, cfg.pseudo_threshold)
         return value + connected_zero(student)

@@ -38,9 +38,10 @@ from torch import autocast
 from torch import distributed as dist
 
 from nnunetv2_confkd.training.mixed_loading import MixedSupervisionMixin, quiet_no_annotation_warning, unwrap
-from nnunetv2_confkd.training.network import DualDecoderUNet
+from nnunetv2_confkd.training.network import DualDecoderUNet, teacher_logits
 from nnunetv2_confkd.training.objective import TERMS, ConfKDConfig, ConfKDLoss, DeepSupervisedPartialCE
 from nnunetv2_confkd.training.progress import log_terms, plot_terms, register_term_keys
+from nnunetv2_confkd.training.views import intensity_view
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -71,6 +72,7 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
     pseudo_threshold: float = 0.0
     seed_iterations: int = 10
     legacy: bool = False
+    student_view: str = "same"
     entropy_rampup_fraction: float = 0.0
     inference_head: str = "student"
     batch_composition: str = "add"
@@ -168,14 +170,25 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
         teacher_cases = None if teacher_on_all else int(full.sum())
         return data, target, is_full.to(self.device), teacher_mask.to(self.device), teacher_cases
 
+    def _two_views(self, data: torch.Tensor, n_full: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``student_view = "perturbed"``: the batch with its other (trailing) rows replaced by an intensity view
+        (views.py), and the teacher's logits on the clean other rows, computed without gradient."""
+        with torch.no_grad():
+            reference = teacher_logits(unwrap(self.network), data[n_full:])
+        return torch.cat([data[:n_full], intensity_view(data[n_full:])]), reference
+
     def train_step(self, batch: dict) -> dict:
         data, target, is_full, teacher_mask, teacher_cases = self._prepare_batch(batch)
         self.optimizer.zero_grad(set_to_none=True)
         # AMP on CUDA only, as nnunetv2 2.8.1 nnUNetTrainer.train_step
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            teacher_view = None
+            if self.confkd_loss.config.student_view == "perturbed":
+                data, teacher_view = self._two_views(data, int(is_full.sum()))
             output = self.network(data, teacher_cases=teacher_cases)
             teacher, student = (o if isinstance(o, list) else [o] for o in output)
-            total, terms = self.confkd_loss(teacher, student, target, is_full, teacher_mask, self._entropy_scale())
+            total, terms = self.confkd_loss(teacher, student, target, is_full, teacher_mask, self._entropy_scale(),
+                                            teacher_view)
         if not torch.isfinite(total):
             bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["total"]
             raise NonFiniteLossError(f"non-finite ConfKD loss term(s) {bad} at epoch {self.current_epoch}, batch keys "

@@ -38,6 +38,17 @@ class nnUNetTrainerConfKD_pseudoMaskTeacher(nnUNetTrainerConfKD):
     confidence_term = "pseudo_teacher"
 
 
+class nnUNetTrainerConfKD_twoView(nnUNetTrainerConfKD):
+    """A real signal on unlabeled cases: the student sees an intensity-perturbed view of every case that is not fully
+    labeled and learns the teacher's confident labels of the clean view there (``student_view = "perturbed"``,
+    ``confidence_term = "pseudo_teacher"``, voxels whose teacher confidence is at least ``pseudo_threshold = 0.9``),
+    with the weight of a supervised term (``entropy_weight = 1.0``), FixMatch-style. The teacher predicts the clean
+    view without gradient, so the extra cost is one forward pass of the encoder and the teacher decoder on those
+    cases."""
+    report_label = "ConfKD, teacher pseudo-labels on a perturbed view"
+    student_view, confidence_term, pseudo_threshold, entropy_weight = "perturbed", "pseudo_teacher", 0.9, 1.0
+
+
 class nnUNetTrainerConfKD_kdAll(nnUNetTrainerConfKD):
     """KL on every case (weak and unlabeled too), not only the strong ones: an extension beyond the paper; the teacher
     runs on every case."""
