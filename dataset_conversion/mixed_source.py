@@ -20,6 +20,7 @@ from pathlib import Path
 from nnunetv2_confkd_conversion.cases import SourceCase, read_case
 
 from nnunetv2_confkd.checks import ConfKDInputError
+from nnunetv2_confkd.dataset_lookup import dataset_folder
 
 SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
 _CHANNEL = re.compile(r"^(.+)_(\d{4})$")
@@ -176,12 +177,8 @@ def resolve_dataset(dataset: str, raw_root: Path | None) -> Path:
     if raw_root is None:
         raise ConfKDInputError(f"-s {dataset}: not a folder; set nnUNet_raw to look it up as a dataset id or name, "
                                "or pass the dataset folder")
-    pattern = f"Dataset{int(dataset):03d}_*" if dataset.isdigit() else dataset
-    found = sorted(p for p in Path(raw_root).glob(pattern) if p.is_dir())
-    if len(found) != 1:
-        raise ConfKDInputError(f"-s {dataset}: expected one dataset folder {pattern} in {raw_root}, found "
-                               f"{[p.name for p in found]}")
-    return found[0]
+    return dataset_folder(raw_root, dataset, f"$nnUNet_raw ({raw_root})",
+                          "Give the dataset folder itself, its id or its full DatasetXXX_Name.")
 
 
 def resolve_source(value: str | Path, raw_root: Path | None) -> Path:

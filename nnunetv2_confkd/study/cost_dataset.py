@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnunetv2_confkd.checks import ConfKDInputError
+from nnunetv2_confkd.dataset_lookup import dataset_folder
 
 SYNTHETIC_ID = 991
 DATA_SUFFIXES = (".b2nd", ".npz")  # nnU-Net's preprocessed case files (blosc2 since 2.6, npz before)
@@ -60,17 +61,9 @@ def find_preprocessed(root: Path, dataset: str) -> Path:
     if not root.is_dir():
         raise ConfKDInputError(f"$nnUNet_preprocessed ({root}) is not a folder; point it at the folder holding "
                                "DatasetXXX_Name, or leave out -d to time the synthetic dataset")
-    prefix = f"Dataset{int(dataset):03d}_" if dataset.isdigit() else None
-    hits = sorted(p.name for p in root.glob("Dataset*_*") if p.is_dir() and (
-        p.name == dataset or (prefix and p.name.startswith(prefix)) or p.name.split("_", 1)[1] == dataset))
-    if len(hits) != 1:
-        found = sorted(p.name for p in root.glob("Dataset*_*") if p.is_dir())
-        what = "no" if not hits else f"several ({', '.join(hits)})"
-        raise ConfKDInputError(f"dataset {dataset!r}: {what} matching folder in $nnUNet_preprocessed ({root}; has "
-                               f"{found or 'none'}); convert and preprocess it first (nnUNetv2_plan_and_preprocess -d "
-                               "ID -c CONFIG), give a full DatasetXXX_Name, or time the synthetic dataset (no -d, or "
-                               "--synthetic)")
-    return root / hits[0]
+    return dataset_folder(root, dataset, f"$nnUNet_preprocessed ({root})",
+                          "Convert and preprocess it first (nnUNetv2_plan_and_preprocess -d ID -c CONFIG), give a full "
+                          "DatasetXXX_Name, or time the synthetic dataset (no -d, or --synthetic)")
 
 
 def resolved_configuration(plans_file: Path, config: str) -> dict:

@@ -23,6 +23,7 @@ import numpy as np
 from nnunetv2_confkd_conversion.synthetic import SyntheticSpec, make_synthetic_dataset
 
 from nnunetv2_confkd.checks import ConfKDInputError
+from nnunetv2_confkd.dataset_lookup import matching_datasets
 from nnunetv2_confkd.study.cost_dataset import (
     SYNTHETIC_ID,
     BenchmarkDataset,
@@ -56,7 +57,7 @@ def worker_environment(env: dict) -> dict:
 
 def find_dataset(root: Path, dataset_id: int) -> Path | None:
     """The folder ``DatasetNNN_*`` of ``dataset_id`` under ``root``, or ``None``."""
-    hits = sorted(Path(root).glob(f"Dataset{dataset_id:03d}_*")) if Path(root).is_dir() else []
+    hits = matching_datasets(root, str(dataset_id))
     return hits[0] if hits else None
 
 

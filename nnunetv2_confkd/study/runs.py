@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nnunetv2_confkd.checks import ConfKDInputError
 from nnunetv2_confkd.cli import with_ext_trainers
+from nnunetv2_confkd.dataset_lookup import dataset_folder
 from nnunetv2_confkd.study.folds import ALL, V1
 from nnunetv2_confkd.study.presets import Preset
 from nnunetv2_confkd.supervision import LEVELS, MANIFEST_KEY
@@ -128,15 +129,10 @@ def heads_of(trainer: str) -> tuple[str, ...]:
 
 def resolve_dataset(raw: Path, dataset: str, need_test: bool = True) -> str:
     """``DatasetXXX_Name`` of an id or name in ``raw``; with ``need_test`` its dense held-out part is checked."""
-    prefix = f"Dataset{int(dataset):03d}_" if dataset.isdigit() else None
-    candidates = sorted(p.name for p in raw.glob("Dataset*")
-                        if p.is_dir() and (p.name == dataset or (prefix and p.name.startswith(prefix))))
-    if len(candidates) != 1:
-        raise ConfKDInputError(f"dataset {dataset!r}: {'no' if not candidates else 'several'} matching folder(s) in "
-                               f"{raw} {candidates or ''}; give an id or a full DatasetXXX_Name")
-    folder = raw / candidates[0]
+    folder = dataset_folder(raw, dataset, f"$nnUNet_raw ({raw})",
+                            "Give an id or a full DatasetXXX_Name of a converted dataset (confkd_convert_*).")
     if not need_test:
-        return candidates[0]
+        return folder.name
     images, labels = folder / "imagesTs", folder / "labelsTs"
     if not labels.is_dir() or not any(labels.glob("*")):
         raise ConfKDInputError(f"{folder}: no dense held-out labels in labelsTs/; the benchmark evaluates on them "
@@ -146,7 +142,7 @@ def resolve_dataset(raw: Path, dataset: str, need_test: bool = True) -> str:
                if not (images / f.name.replace(ending, f"_0000{ending}")).is_file()]
     if missing:
         raise ConfKDInputError(f"{images}: no image for held-out label(s) {missing[:5]}")
-    return candidates[0]
+    return folder.name
 
 
 def dataset_id(dataset: str) -> str:
