@@ -109,9 +109,9 @@ def _loss_parts(trainer, teacher, student, targets, is_full, teacher_mask, timed
     in_teacher, full = row_index(is_full[teacher_mask]), row_index(is_full)
     terms = {
         "sup": lambda t, s: objective.supervised_loss([o[in_teacher] for o in t], [x[full] for x in targets]),
-        "weak": lambda t, s: objective._weak(s, student_targets, is_full),
-        "kd": lambda t, s: objective._kd(t[0], s[0], is_full, teacher_mask),
-        "ent": lambda t, s: objective._confidence(t[0], s[0], is_full, teacher_mask)}
+        "weak": lambda t, s: objective.weak_term(s, student_targets, is_full),
+        "kd": lambda t, s: objective.kd_term(t[0], s[0], is_full, teacher_mask),
+        "ent": lambda t, s: objective.ent_term(t[0], s[0], is_full, teacher_mask)}
     for name, term in terms.items():
         if name == "sup" and not bool(is_full.any()):
             parts[name] = None

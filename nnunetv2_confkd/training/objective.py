@@ -208,14 +208,16 @@ class ConfKDLoss(nn.Module):
             sup = self.supervised_loss(_rows(teacher_out, full_in_teacher), _rows(targets, is_full))
         else:
             sup = connected_zero(*teacher_out)
-        weak = self._weak(student_out, self.student_targets(targets, is_full), is_full)
-        kd = self._kd(teacher_out[0], student_out[0], is_full, teacher_mask)
-        ent = self._confidence(teacher_out[0], student_out[0], is_full, teacher_mask, teacher_view)
+        weak = self.weak_term(student_out, self.student_targets(targets, is_full), is_full)
+        kd = self.kd_term(teacher_out[0], student_out[0], is_full, teacher_mask)
+        ent = self.ent_term(teacher_out[0], student_out[0], is_full, teacher_mask, teacher_view)
         total = sup + cfg.weak_weight * weak + cfg.kd_weight * kd + cfg.entropy_weight * entropy_scale * ent
         terms = {"sup": sup, "weak": weak, "kd": kd, "ent": ent}
         return total, {k: v.detach() if torch.is_tensor(v) else torch.tensor(float(v)) for k, v in terms.items()}
 
-    def _weak(self, student_out: Sequence[Tensor], student_targets: Sequence[Tensor], is_full: Tensor) -> Tensor:
+    def weak_term(self, student_out: Sequence[Tensor], student_targets: Sequence[Tensor], is_full: Tensor) -> Tensor:
+        """``L_w``: the student's loss on labeled voxels over the deep-supervision scales (arguments as
+        :meth:`forward`; ``student_targets`` from :meth:`student_targets`)."""
         if not self.config.legacy:
             return self.weak_loss(student_out, student_targets)
         # the script normalises the labels derived from strong cases and those of weak cases separately
@@ -223,7 +225,8 @@ class ConfKDLoss(nn.Module):
                  if bool(m.any())]
         return sum(parts) + connected_zero(*student_out)
 
-    def _kd(self, teacher: Tensor, student: Tensor, is_full: Tensor, teacher_mask: Tensor) -> Tensor:
+    def kd_term(self, teacher: Tensor, student: Tensor, is_full: Tensor, teacher_mask: Tensor) -> Tensor:
+        """``L_kd`` on the highest-resolution logits of both heads (arguments as :meth:`forward`)."""
         cfg = self.config
         cases = is_full if cfg.kd_on == "strong" else teacher_mask
         t = _take(teacher, cases[teacher_mask])
@@ -235,8 +238,10 @@ class ConfKDLoss(nn.Module):
         p, q = (t, s) if cfg.kd_direction == "teacher_student" else (s, t)
         return kl_divergence(p, q, cfg.temperature) + connected_zero(teacher, student)
 
-    def _confidence(self, teacher: Tensor, student: Tensor, is_full: Tensor, teacher_mask: Tensor,
-                    teacher_view: Tensor | None = None) -> Tensor:
+    def ent_term(self, teacher: Tensor, student: Tensor, is_full: Tensor, teacher_mask: Tensor,
+                 teacher_view: Tensor | None = None) -> Tensor:
+        """``L_ent``: the confidence term of ``confidence_term`` on the highest-resolution logits (arguments as
+        :meth:`forward`)."""
         cfg = self.config
         if cfg.legacy:
             return legacy_entropy(_take(student, is_full), _take(student, ~is_full))
