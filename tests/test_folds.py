@@ -98,9 +98,10 @@ def test_cross_validation_folds_of_the_two_formats_are_never_pooled():
 
 
 def test_every_committed_record_is_where_its_run_looks_for_it():
-    """The committed study's records (test runs of the earlier fold 0, cross-validation folds 1 and 2 of the earlier
-    split) are found finished, so a study that holds them never retrains them; a test run on fold all finds the
-    earlier fold 0's records. Records of a batch composition their class no longer has lie apart (record_location)."""
+    """The committed study's records (test runs on fold all or the earlier fold 0, cross-validation folds 1 and 2 of
+    the earlier split) are found finished, so a study that holds them never retrains them; a test run on fold all
+    finds the earlier fold 0's records. Records of a batch composition their class no longer has lie apart
+    (record_location)."""
     root = Path(__file__).resolve().parents[1] / "docs" / "acdc_study" / "runs"
     paths = sorted(root.rglob("*.json"))
     assert paths
@@ -111,5 +112,5 @@ def test_every_committed_record_is_where_its_run_looks_for_it():
         assert root / record_location(record) == path
         if "batch_composition" in record:  # made by today's runner, which writes to the run's own key
             assert root / run.key / f"{record['head']}.json" == path
-        if not run.cv:
-            assert record["fold"] == "0" and Run(run.dataset, run.method, run.trainer, run.seed).key == run.key
+        if not run.cv:  # a test run: on the earlier fold 0 or on fold all, found under the key of a fold-all run
+            assert record["fold"] in ("0", "all") and Run(run.dataset, run.method, run.trainer, run.seed).key == run.key
