@@ -9,23 +9,23 @@ import pytest
 
 from nnunetv2_confkd.study.provenance import portable_command, portable_path
 
-STUDY = "/work/study/out"
+STUDY = "/srv/study/out"
 ENV = {"nnUNet_raw": "/data/nnunet/raw", "nnUNet_preprocessed": "/data/nnunet/pre",
        "nnUNet_results": "/data/nnunet/raw/results"}  # results inside raw: the deeper folder wins
 
 
 @pytest.mark.parametrize(("path", "expected"), [
-    ("/work/study/out", "."),
-    ("/work/study/out/", "."),
-    ("/work/study/out/runs/D/a.json", "runs/D/a.json"),
-    ("/work/study/out/../out/runs", "runs"),
+    ("/srv/study/out", "."),
+    ("/srv/study/out/", "."),
+    ("/srv/study/out/runs/D/a.json", "runs/D/a.json"),
+    ("/srv/study/out/../out/runs", "runs"),
     ("/data/nnunet/raw", "$nnUNet_raw"),
     ("/data/nnunet/raw/Dataset501_ACDC/imagesTs", "$nnUNet_raw/Dataset501_ACDC/imagesTs"),
     ("/data/nnunet/pre/Dataset501_ACDC", "$nnUNet_preprocessed/Dataset501_ACDC"),
     ("/data/nnunet/raw/results/Dataset501_ACDC", "$nnUNet_results/Dataset501_ACDC"),
     ("/data/nnunet/rawer", "../../../data/nnunet/rawer"),  # a name prefix is not a parent folder
-    ("/work/study/cost", "../cost"),
-    ("/work/study/outside", "../outside"),
+    ("/srv/study/cost", "../cost"),
+    ("/srv/study/outside", "../outside"),
 ])
 def test_portable_path(path, expected):
     assert portable_path(path, STUDY, ENV) == expected
@@ -35,7 +35,7 @@ def test_portable_path(path, expected):
 def test_portable_path_prefers_the_study_folder_and_takes_relative_paths_from_cwd():
     # a study folder inside nnUNet_results: its own paths are written relative to it
     assert portable_path("/data/nnunet/raw/results/s/runs", "/data/nnunet/raw/results/s", ENV) == "runs"
-    assert portable_path("out/runs", STUDY, ENV, cwd="/work/study") == "runs"
+    assert portable_path("out/runs", STUDY, ENV, cwd="/srv/study") == "runs"
     assert portable_path("../pre/D", STUDY, ENV, cwd="/data/nnunet/raw") == "$nnUNet_preprocessed/D"
     assert portable_path("out/runs", STUDY, ENV) == "out/runs"  # no cwd: a relative path is left as it is
     assert portable_path("/x", "study", ENV, cwd="/x") == ".."
@@ -46,20 +46,20 @@ def test_portable_path_prefers_the_study_folder_and_takes_relative_paths_from_cw
 
 
 def test_portable_command_rewrites_path_options_and_absolute_arguments():
-    argv = ["confkd_benchmark", "--preset", "cpu", "-device", "cpu", "--out", "/work/study/out", "--nsd-tolerance",
+    argv = ["confkd_benchmark", "--preset", "cpu", "-device", "cpu", "--out", "/srv/study/out", "--nsd-tolerance",
             "2", "-np", "1", "-d", "501", "-tr", "nnUNetTrainerStrongOnly", "--extra", "500:nnUNetTrainer"]
     assert portable_command(argv, STUDY, ENV, path_options=("-o", "--out")) == (
         "confkd_benchmark --preset cpu -device cpu --out . --nsd-tolerance 2 -np 1 -d 501 -tr "
         "nnUNetTrainerStrongOnly --extra 500:nnUNetTrainer")
     # relative values of path options from cwd, absolute arguments anywhere, --option=VALUE forms
     argv = ["prog", "-o", "study/out", "--workdir=study/cost", "-i", "/data/nnunet/raw/D/imagesTs",
-            "--x=/work/study/out/a", "-m", "model"]
-    assert portable_command(argv, STUDY, ENV, cwd="/work", path_options=("-o", "--workdir")) == (
+            "--x=/srv/study/out/a", "-m", "model"]
+    assert portable_command(argv, STUDY, ENV, cwd="/srv", path_options=("-o", "--workdir")) == (
         "prog -o . --workdir=../cost -i $nnUNet_raw/D/imagesTs --x=a -m model")
 
 
 def test_portable_command_quotes_like_shlex_and_keeps_variables_expandable():
-    argv = ["prog", "--name", "two words", "-o", "/work/study/out/my runs", "-i", "/data/nnunet/raw/a b"]
+    argv = ["prog", "--name", "two words", "-o", "/srv/study/out/my runs", "-i", "/data/nnunet/raw/a b"]
     command = portable_command(argv, STUDY, ENV, path_options=("-o",))
     assert command == "prog --name 'two words' -o 'my runs' -i $nnUNet_raw'/a b'"
     words = shlex.split(command)
