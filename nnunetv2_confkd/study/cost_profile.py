@@ -135,15 +135,10 @@ def _optimizer_step(trainer) -> None:
         trainer.optimizer.step()
 
 
-def _teacher_skips(skips, teacher_cases):
-    from nnunetv2_confkd.training.network import teacher_skips
-
-    return skips if teacher_cases is None else teacher_skips(skips, teacher_cases)
-
-
 def profile_batch(trainer, batch: dict, device: str) -> dict:
     """Seconds of every part of :data:`PARTS` for one batch (``None`` where the trainer has no such part)."""
     from nnunetv2_confkd.training.mixed_loading import unwrap
+    from nnunetv2_confkd.training.network import teacher_skips
 
     timed = _timer(device)
     net = unwrap(trainer.network)
@@ -158,7 +153,7 @@ def profile_batch(trainer, batch: dict, device: str) -> dict:
     student, teacher = _detached(student), None
     if confkd:
         teacher, parts["teacher_decoder"] = timed(lambda: _forward_backward(
-            lambda: net.teacher_decoder(_teacher_skips(_leaves(skips), teacher_cases)), device))
+            lambda: net.teacher_decoder(teacher_skips(_leaves(skips), teacher_cases)), device))
         teacher = _detached(teacher)
     parts.update(_loss_parts(trainer, teacher, student, targets, is_full, teacher_mask, timed, device))
     _, parts["optimizer"] = timed(lambda: _optimizer_step(trainer))

@@ -20,12 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_confkd.checks import ConfKDInputError
 from nnunetv2_confkd.study.cost_profile import summarize_profile
 from nnunetv2_confkd.study.provenance import cpu_model, git_commit, utc_now
 
 BASELINE = "nnUNetTrainer"
 STRONG_ONLY = "nnUNetTrainerStrongOnly"
 TARGETS = {"epoch": 1.30, "memory": 1.30}  # a trainer meets a target when its ratio to the baseline is at most this
+
+
+def split_spec(spec: str) -> tuple[str, int | None]:
+    """``"NAME@B"`` -> ``("NAME", B)``; ``"NAME"`` -> ``("NAME", None)``.
+
+    Example:
+        >>> split_spec("nnUNetTrainer@16"), split_spec("nnUNetTrainerConfKD")
+        (('nnUNetTrainer', 16), ('nnUNetTrainerConfKD', None))
+    """
+    name, at, batch = spec.partition("@")
+    if at and not (batch.isdigit() and int(batch) > 0):
+        raise ConfKDInputError(f"trainer {spec!r}: the batch size after '@' must be a positive integer")
+    return name, int(batch) if at else None
 
 
 def summarize(trainer: str, runs: list[dict]) -> dict:
@@ -89,7 +103,7 @@ def same_rows_reference(result: dict, results: list[dict], baseline: dict) -> di
     cases = result.get("cases_per_step")
     if cases is None or cases == baseline.get("cases_per_step"):
         return baseline if cases is not None else None
-    return next((r for r in results if r["trainer"].partition("@")[0] == baseline["trainer"]
+    return next((r for r in results if split_spec(r["trainer"])[0] == baseline["trainer"]
                  and r.get("cases_per_step") == cases), None)
 
 
@@ -187,7 +201,7 @@ def ratio_lines(report: dict) -> str:
     base, target = ratios["baseline"], ratios["targets"]["epoch"]
     for r in report["results"]:
         q = ratios[r["trainer"]]
-        if r["trainer"].partition("@")[0] == base or q["epoch"] is None:
+        if split_spec(r["trainer"])[0] == base or q["epoch"] is None:
             continue
         strong = "" if q["vs_strong_only"] is None or r["trainer"] == STRONG_ONLY else \
             f", {q['vs_strong_only']:.3f} x {STRONG_ONLY}"

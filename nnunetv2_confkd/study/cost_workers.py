@@ -31,6 +31,7 @@ from nnunetv2_confkd.study.cost_dataset import (
     preprocessed_dataset,
     resolved_configuration,
 )
+from nnunetv2_confkd.study.cost_report import split_spec
 from nnunetv2_confkd.study.demo import demo_environment, run
 from nnunetv2_confkd.study.presets import PLANS
 
@@ -105,19 +106,6 @@ def prepare_dataset(args: argparse.Namespace, env: dict, log: Path) -> Benchmark
     configuration = resolved_configuration(folder / f"{PLANS}.json", args.config)
     check_complete(folder, folder / configuration["data_identifier"], args.config, PLANS)
     return BenchmarkDataset(folder.name, folder, folder, PLANS, args.config, configuration, True)
-
-
-def split_spec(spec: str) -> tuple[str, int | None]:
-    """``"NAME@B"`` -> ``("NAME", B)``; ``"NAME"`` -> ``("NAME", None)``.
-
-    Example:
-        >>> split_spec("nnUNetTrainer@16"), split_spec("nnUNetTrainerConfKD")
-        (('nnUNetTrainer', 16), ('nnUNetTrainerConfKD', None))
-    """
-    name, at, batch = spec.partition("@")
-    if at and not (batch.isdigit() and int(batch) > 0):
-        raise ConfKDInputError(f"trainer {spec!r}: the batch size after '@' must be a positive integer")
-    return name, int(batch) if at else None
 
 
 def cases_per_step(trainer: str, batch_size: int) -> int:

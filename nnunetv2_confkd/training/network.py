@@ -89,8 +89,11 @@ def teacher_logits(network: DualDecoderUNet, x: Tensor) -> Tensor:
     return out[0] if isinstance(out, (list, tuple)) else out
 
 
-def teacher_skips(skips: list[Tensor], teacher_cases: Tensor | int) -> list[Tensor]:
-    """The skips of the teacher's rows: views of the first ``n`` rows for an int ``n``, else the listed rows."""
+def teacher_skips(skips: list[Tensor], teacher_cases: Tensor | int | None) -> list[Tensor]:
+    """The skips of the teacher's rows: all of them for None, views of the first ``n`` rows for an int ``n``, else the
+    listed rows."""
+    if teacher_cases is None:
+        return skips
     if isinstance(teacher_cases, int):
         return [s[:teacher_cases] for s in skips]
     return [s.index_select(0, teacher_cases) for s in skips]

@@ -184,7 +184,9 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             teacher_view = None
             if self.confkd_loss.config.student_view == "perturbed":
-                data, teacher_view = self._two_views(data, int(is_full.sum()))
+                # the teacher runs on the full rows only here (ConfKDConfig refuses kd_on="all" with this view), so
+                # teacher_cases is their number, already counted on the host
+                data, teacher_view = self._two_views(data, teacher_cases)
             output = self.network(data, teacher_cases=teacher_cases)
             teacher, student = (o if isinstance(o, list) else [o] for o in output)
             total, terms = self.confkd_loss(teacher, student, target, is_full, teacher_mask, self._entropy_scale(),
