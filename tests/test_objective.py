@@ -405,10 +405,11 @@ def test_perturbed_view_takes_the_teachers_clean_view_on_the_other_cases(dim, en
     torch.testing.assert_close(grads, torch.autograd.grad(total_without, batch.teacher[0])[0])
 
 
+@pytest.mark.parametrize("view", ["perturbed", "cutmix"])
 @pytest.mark.parametrize("switches", [{"confidence_term": "entropy"}, {"kd_on": "all"}, {"legacy": True}])
-def test_perturbed_view_needs_the_teachers_labels_as_reference(switches):
-    with pytest.raises(ValueError, match="student_view='perturbed'"):
-        make_config(student_view="perturbed", **{"confidence_term": "pseudo_teacher", **switches})
+def test_other_views_need_the_teachers_labels_as_reference(view, switches):
+    with pytest.raises(ValueError, match=f"student_view='{view}'"):
+        make_config(student_view=view, **{"confidence_term": "pseudo_teacher", **switches})
 
 
 def test_teacher_view_is_given_exactly_with_the_perturbed_view():

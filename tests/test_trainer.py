@@ -10,10 +10,12 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 import nnunetv2_confkd.training.registry as trainers
+import nnunetv2_confkd.training.trainer as trainer_module
 from nnunetv2_confkd.checks import ConfKDInputError
 from nnunetv2_confkd.supervision import full_mask
 from nnunetv2_confkd.training.network import DualDecoderUNet
 from nnunetv2_confkd.training.trainer import NonFiniteLossError
+from nnunetv2_confkd.training.views import BoxMix
 
 
 def make_trainer(ds, cls, configuration="2d", fold=0, dataset_json=None):
@@ -141,14 +143,43 @@ def test_two_views_perturb_the_other_rows_and_predict_them_clean_without_gradien
     trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_twoView_smoke)
     trainer.initialize()
     train_loader, _ = trainer.get_dataloaders()
-    data, _, is_full, _, _ = trainer._prepare_batch(next(train_loader))
+    data, target, is_full, _, _ = trainer._prepare_batch(next(train_loader))
     n = int(is_full.sum())
     assert 0 < n < len(is_full)
-    views, reference = trainer._two_views(data, n)
+    views, view_target, reference = trainer._two_views(data, target, n)
     assert torch.equal(views[:n], data[:n]) and not torch.allclose(views[n:], data[n:])
+    assert all(torch.equal(a, b) for a, b in zip(view_target, target, strict=True))  # same geometry, same labels
     assert reference.shape[0] == len(is_full) - n and not reference.requires_grad
     with torch.no_grad():  # the teacher head of the network's own forward pass on the clean rows
         torch.testing.assert_close(reference, trainer.network(data[n:]).teacher[0], atol=1e-5, rtol=1e-5)
+
+
+def test_cutmix_view_moves_images_labels_and_reference_by_the_same_boxes(nnunet_paths, monkeypatch):
+    """``student_view = "cutmix"``: the full rows stay as they are; on the other rows the images (before the intensity
+    view), every label scale and the teacher's clean-view logits take the same partner's voxels in the same boxes."""
+    trainer = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_cutMix_smoke)
+    trainer.initialize()
+    train_loader, _ = trainer.get_dataloaders()
+    draws = []
+    monkeypatch.setattr(trainer_module, "intensity_view", lambda x: x.clone())  # geometry only
+    monkeypatch.setattr(trainer_module, "BoxMix", lambda n, ndim: draws.append(BoxMix(n, ndim)) or draws[-1])
+    views = None
+    for _ in range(20):  # a batch with at least two other rows, one of them mixed
+        data, target, is_full, _, _ = trainer._prepare_batch(next(train_loader))
+        n = int(is_full.sum())
+        views, view_target, reference = trainer._two_views(data, target, n)
+        if len(is_full) - n > 1 and draws[-1].mixed.any():
+            break
+    mix = draws[-1]
+    assert mix.mixed.any(), "no batch with a mixed case in 20 draws"
+    assert torch.equal(views[:n], data[:n]) and torch.equal(views[n:], mix(data[n:]))
+    assert not torch.equal(views[n:], data[n:])
+    for mixed_t, t in zip(view_target, target, strict=True):
+        assert torch.equal(mixed_t[:n], t[:n]) and torch.equal(mixed_t[n:], mix(t[n:]))
+    with torch.no_grad():
+        clean = trainer.network(data[n:]).teacher[0]
+    torch.testing.assert_close(reference, mix(clean), atol=1e-5, rtol=1e-5)
+    assert not reference.requires_grad
 
 
 def test_prepared_batch_holds_the_same_cases_with_the_full_ones_first(nnunet_paths):
@@ -173,7 +204,8 @@ def test_prepared_batch_holds_the_same_cases_with_the_full_ones_first(nnunet_pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer_class", [trainers.nnUNetTrainerConfKD_smoke,
-                                           trainers.nnUNetTrainerConfKD_twoView_smoke], ids=lambda c: c.__name__)
+                                           trainers.nnUNetTrainerConfKD_twoView_smoke,
+                                           trainers.nnUNetTrainerConfKD_cutMix_smoke], ids=lambda c: c.__name__)
 def test_train_step_reports_every_term_and_changes_both_heads(nnunet_paths, trainer_class):
     trainer = make_trainer(nnunet_paths, trainer_class)
     trainer.initialize()

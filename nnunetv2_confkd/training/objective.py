@@ -7,9 +7,9 @@
 * ``L_w``: the student's loss on labeled voxels (partial CE by default) with nnU-Net's deep-supervision weights.
 * ``L_kd``: KL distillation teacher -> student, full resolution only (project choice: closest to the paper, whose
   network has one output scale).
-* ``L_ent``: Shannon entropy of the student (or a pseudo-mask CE in the PM baselines; with ``student_view =
-  "perturbed"`` the teacher's pseudo-mask of a clean view against the student on a perturbed one), full resolution
-  only.
+* ``L_ent``: Shannon entropy of the student (or a pseudo-mask CE in the PM baselines; with ``student_view``
+  ``"perturbed"`` or ``"cutmix"`` the teacher's pseudo-mask of a clean view against the student on a perturbed one),
+  full resolution only.
 
 Every term whose case set is empty in a batch returns a graph-connected zero, so DDP sees a gradient for every
 parameter in every step (DDP raises when a parameter gets no gradient in a step).
@@ -44,7 +44,7 @@ _CHOICES = {
     "student_strong_labels": ("derived_weak", "full"),
     "weak_loss": ("ce", "dice_ce"),
     "confidence_term": ("entropy", "pseudo_self", "pseudo_teacher"),
-    "student_view": ("same", "perturbed"),
+    "student_view": ("same", "perturbed", "cutmix"),
 }
 
 
@@ -80,16 +80,17 @@ class ConfKDConfig:
         for name in ("weak_weight", "kd_weight", "entropy_weight", "kd_alpha"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.student_view == "perturbed" and (self.confidence_term != "pseudo_teacher" or self.kd_on != "strong"
-                                                 or self.legacy):
-            raise ValueError("student_view='perturbed' takes the teacher's labels of the clean view as the student's "
-                             "target on the other cases: it needs confidence_term='pseudo_teacher', kd_on='strong' "
-                             f"and legacy=False (got {self.confidence_term!r}, {self.kd_on!r}, {self.legacy})")
+        if self.student_view != "same" and (self.confidence_term != "pseudo_teacher" or self.kd_on != "strong"
+                                            or self.legacy):
+            raise ValueError(f"student_view={self.student_view!r} takes the teacher's labels of the clean view as the "
+                             "student's target on the other cases: it needs confidence_term='pseudo_teacher', "
+                             f"kd_on='strong' and legacy=False (got {self.confidence_term!r}, {self.kd_on!r}, "
+                             f"{self.legacy})")
 
     @property
     def teacher_on_all(self) -> bool:
         """Whether the teacher decoder must run on every case of the batch, not only on the strong ones (with
-        ``student_view = "perturbed"`` it predicts the other cases apart, on their clean view, without gradient)."""
+        another ``student_view`` it predicts the other cases apart, on their clean view, without gradient)."""
         return self.kd_on == "all" or (self.confidence_term == "pseudo_teacher" and self.student_view == "same")
 
 
@@ -185,9 +186,10 @@ class ConfKDLoss(nn.Module):
             is_full: ``(B,)`` bool, True for fully labeled cases.
             teacher_mask: ``(B,)`` bool, the cases the teacher ran on (must include every full case).
             entropy_scale: multiplier of ``λ_ent`` (ramp-up), in ``[0, 1]``.
-            teacher_view: with ``student_view = "perturbed"``, the teacher's full-resolution logits on the clean view
-                of the cases that are not fully labeled (in batch order, no gradient): the reference of the
-                ``"pseudo_teacher"`` term on those cases, whose student rows saw a perturbed view.
+            teacher_view: with ``student_view`` other than ``"same"``, the teacher's full-resolution logits on the
+                clean view of the cases that are not fully labeled (in batch order, no gradient; with ``"cutmix"``
+                mixed by the same boxes as the student's input): the reference of the ``"pseudo_teacher"`` term on
+                those cases, whose student rows saw the other view.
 
         Returns:
             ``(total, terms)``; ``terms`` holds detached ``sup``, ``weak``, ``kd``, ``ent`` values.
@@ -201,8 +203,8 @@ class ConfKDLoss(nn.Module):
         if cfg.teacher_on_all and not bool(teacher_mask.all()):
             raise ValueError(f"kd_on={cfg.kd_on!r} / confidence_term={cfg.confidence_term!r} need the teacher on "
                              "every case of the batch")
-        if (teacher_view is not None) != (cfg.student_view == "perturbed"):
-            raise ValueError("teacher_view is given exactly when student_view='perturbed'")
+        if (teacher_view is not None) != (cfg.student_view != "same"):
+            raise ValueError("teacher_view is given exactly when student_view is not 'same'")
 
         if bool(is_full.any()):
             sup = self.supervised_loss(_rows(teacher_out, full_in_teacher), _rows(targets, is_full))

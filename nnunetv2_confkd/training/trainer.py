@@ -41,7 +41,7 @@ from nnunetv2_confkd.training.mixed_loading import MixedSupervisionMixin, quiet_
 from nnunetv2_confkd.training.network import DualDecoderUNet, teacher_logits
 from nnunetv2_confkd.training.objective import TERMS, ConfKDConfig, ConfKDLoss, DeepSupervisedPartialCE
 from nnunetv2_confkd.training.progress import log_terms, plot_terms, register_term_keys
-from nnunetv2_confkd.training.views import intensity_view
+from nnunetv2_confkd.training.views import BoxMix, intensity_view
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -170,12 +170,19 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
         teacher_cases = None if teacher_on_all else int(full.sum())
         return data, target, is_full.to(self.device), teacher_mask.to(self.device), teacher_cases
 
-    def _two_views(self, data: torch.Tensor, n_full: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``student_view = "perturbed"``: the batch with its other (trailing) rows replaced by an intensity view
-        (views.py), and the teacher's logits on the clean other rows, computed without gradient."""
+    def _two_views(self, data: torch.Tensor, target: list[torch.Tensor], n_full: int):
+        """``student_view`` other than ``"same"``: the batch with its other (trailing) rows replaced by an intensity
+        view (views.py) and, with ``"cutmix"``, boxes pasted between those rows, in the images and in every label
+        scale alike; and the teacher's logits on the clean other rows, computed without gradient and mixed by the
+        same boxes. Returns ``(data, target, reference)``."""
         with torch.no_grad():
             reference = teacher_logits(unwrap(self.network), data[n_full:])
-        return torch.cat([data[:n_full], intensity_view(data[n_full:])]), reference
+        other = intensity_view(data[n_full:])
+        if self.confkd_loss.config.student_view == "cutmix":
+            mix = BoxMix(len(other), other.ndim - 2)
+            other, reference = mix(other), mix(reference)
+            target = [torch.cat([t[:n_full], mix(t[n_full:])]) for t in target]
+        return torch.cat([data[:n_full], other]), target, reference
 
     def train_step(self, batch: dict) -> dict:
         data, target, is_full, teacher_mask, teacher_cases = self._prepare_batch(batch)
@@ -183,10 +190,10 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
         # AMP on CUDA only, as nnunetv2 2.8.1 nnUNetTrainer.train_step
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             teacher_view = None
-            if self.confkd_loss.config.student_view == "perturbed":
-                # the teacher runs on the full rows only here (ConfKDConfig refuses kd_on="all" with this view), so
+            if self.confkd_loss.config.student_view != "same":
+                # the teacher runs on the full rows only here (ConfKDConfig refuses kd_on="all" with these views), so
                 # teacher_cases is their number, already counted on the host
-                data, teacher_view = self._two_views(data, teacher_cases)
+                data, target, teacher_view = self._two_views(data, target, teacher_cases)
             output = self.network(data, teacher_cases=teacher_cases)
             teacher, student = (o if isinstance(o, list) else [o] for o in output)
             total, terms = self.confkd_loss(teacher, student, target, is_full, teacher_mask, self._entropy_scale(),

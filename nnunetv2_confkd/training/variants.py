@@ -49,6 +49,14 @@ class nnUNetTrainerConfKD_twoView(nnUNetTrainerConfKD):
     student_view, confidence_term, pseudo_threshold, entropy_weight = "perturbed", "pseudo_teacher", 0.9, 1.0
 
 
+class nnUNetTrainerConfKD_cutMix(nnUNetTrainerConfKD_twoView):
+    """``_twoView`` with a stronger view: each case that is not fully labeled also gets a box of another such case
+    pasted in (``student_view = "cutmix"``, UniMatch's CutMix boxes, views.py), in the image, the teacher's clean-view
+    labels and the weak labels alike."""
+    report_label = "ConfKD, teacher pseudo-labels on a perturbed and box-mixed view"
+    student_view = "cutmix"
+
+
 class nnUNetTrainerConfKD_kdAll(nnUNetTrainerConfKD):
     """KL on every case (weak and unlabeled too), not only the strong ones: an extension beyond the paper; the teacher
     runs on every case."""
