@@ -307,6 +307,24 @@ def test_runs_of_another_batch_composition_are_never_pooled_with_todays():
     assert rows["nnUNetTrainerStrongOnly"]["label"] == "strong-only"
 
 
+def test_csv_rows_name_the_method_they_count_for_and_the_split_of_their_fold(tmp_path):
+    """Two compositions of one trainer class stay apart in ``results.csv`` as in the tables, and a cross-validation
+    row says which split format its fold number refers to."""
+    from nnunetv2_confkd.study.report import write_csv
+
+    today = {**_record("nnUNetTrainerConfKD", 0, [0.8], MIXED, "student"), "batch_composition": "add 1"}
+    older = _record("nnUNetTrainerConfKD", 0, [0.6], MIXED, "student")
+    cv_old = {**_record("nnUNetTrainerStrongOnly", 0, [0.5], MIXED), "evaluation": "cv", "fold": "1"}
+    cv_new = {**cv_old, "split": "v2", "fold": "0"}
+    write_csv([today, older, cv_old, cv_new], tmp_path / "results.csv")
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["evaluation"], r["split"], r["fold"], float(r["dice"])) for r in rows] == [
+        ("nnUNetTrainerConfKD", "test", "", "0", 0.8), ("nnUNetTrainerConfKD [replace 0.5]", "test", "", "0", 0.6),
+        ("nnUNetTrainerStrongOnly", "cv", "v1", "1", 0.5), ("nnUNetTrainerStrongOnly", "cv", "v2", "0", 0.5)]
+    assert not list(tmp_path.glob(".*"))  # written through a temporary name
+
+
 def test_preset_check_needs_two_seeds_each_won_by_a_clear_margin():
     strong = [_record("nnUNetTrainerStrongOnly", s, [0.6], MIXED) for s in (0, 1)]
     good = [_record("nnUNetTrainer", s, [0.8], FULL) for s in (0, 1)]

@@ -1,7 +1,8 @@
 """The report of a ``confkd_benchmark`` study, rebuilt from its per-run records (records.py):
 
 - ``results.csv``: one row per (dataset, evaluation, fold, trainer, head, seed, case, class) with Dice, HD95, ASSD
-  and NSD;
+  and NSD; ``method`` is the method the row counts for in the tables (with the batch composition in brackets where it
+  is not the class's current one) and ``split`` the split format of a cross-validation fold;
 - ``results.json``: machine, versions, git commit, command, the preset check, the inference-time ratio, and per
   (dataset, evaluation, method, head) the statistics over runs;
 - ``results.md``: the same as Markdown tables; ``dice_<dataset>[_cv].png`` / ``hd95_<dataset>[_cv].png``: per class
@@ -16,12 +17,14 @@ import math
 import os
 from pathlib import Path
 
+from nnunetv2_confkd.study.folds import record_split
 from nnunetv2_confkd.study.provenance import machine_metadata, utc_now, write_json_atomic
 from nnunetv2_confkd.study.records import (
     METRICS,
     aggregate,
     inference_ratio,
     load_records,
+    method_key,
     preset_check,
     run_provenance,
 )
@@ -121,12 +124,13 @@ def write_csv(records: list[dict], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dataset", "evaluation", "fold", "method", "trainer", "head", "seed", "case", "label", "class",
-                    *METRICS, "n_ref", "n_pred"])
+        w.writerow(["dataset", "evaluation", "split", "fold", "method", "trainer", "head", "seed", "case", "label",
+                    "class", *METRICS, "n_ref", "n_pred"])
         for r in records:
+            split = (record_split(r) or "") if r["evaluation"] == "cv" else ""
             for m in r["metrics"]:
-                w.writerow([r["dataset"], r["evaluation"], r["fold"], r["method"], r["trainer"], r["head"], r["seed"],
-                            m["case"], m["label"],
+                w.writerow([r["dataset"], r["evaluation"], split, r["fold"], method_key(r), r["trainer"], r["head"],
+                            r["seed"], m["case"], m["label"],
                             r["label_names"][str(m["label"])], *[m[k] for k in METRICS], m["n_ref"], m["n_pred"]])
     os.replace(tmp, path)
 
