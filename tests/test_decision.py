@@ -13,10 +13,11 @@ from nnunetv2_confkd.study.decision import decide, main
 STUDY = Path(__file__).resolve().parents[1] / "docs" / "acdc_study"
 
 
-def _cv(method: str, fold: str, dice: list[float], evaluation: str = "cv", split: str = "v2") -> dict:
+def _cv(method: str, fold: str, dice: list[float], evaluation: str = "cv", split: str = "v2",
+        head: str = "student") -> dict:
     """A cross-validation record with one volume per entry of ``dice`` (two classes, both at that Dice)."""
     return {"dataset": "D", "evaluation": evaluation, "fold": fold, "split": split, "method": method,
-            "trainer": f"{method}_cpu", "head": "student", "seed": 0, "batch_composition": "add 1",
+            "trainer": f"{method}_cpu", "head": head, "seed": 0, "batch_composition": "add 1",
             "supervision": {"full": 2, "weak": 2, "unlabeled": 0}, "label_names": {"1": "A", "2": "B"},
             "metrics": [{"case": f"f{fold}_c{i}", "label": lab, "dice": d, "hd95": 1.0, "assd": 1.0, "nsd": d,
                          "n_ref": 5, "n_pred": 5} for i, d in enumerate(dice) for lab in (1, 2)]}
@@ -43,6 +44,7 @@ def test_each_challenger_gets_the_rules_verdict():
                         "nnUNetTrainerConfKD_kd2": "not distinguished", "nnUNetTrainerConfKD_T2": "confirmed"}
     assert result["chosen"] == "nnUNetTrainerConfKD_kdAll"
     default = result["arms"][0]
+    assert default["arm"] == "nnUNetTrainerConfKD"
     # folds: mean over their volumes; pooled: mean over every volume of both folds
     assert default["folds"] == pytest.approx({"0": 0.75, "1": 0.60})
     assert default["pooled"] == pytest.approx(0.70) and default["volumes"] == 3
@@ -57,6 +59,27 @@ def test_of_several_winners_the_highest_pooled_mean_is_chosen():
                     ["nnUNetTrainerConfKD_kdAll", "nnUNetTrainerConfKD_weak01"], ["0", "1"])
     assert [c["verdict"] for c in result["comparisons"]] == ["replaces", "replaces"]
     assert result["chosen"] == "nnUNetTrainerConfKD_weak01"
+
+
+def test_an_arm_is_scored_with_the_inference_head_unless_it_names_one():
+    """Cross-validation records hold both heads of a ConfKD model; an arm without a head is its class's inference
+    head (the student, or the teacher for ``_teacherHead``), and ``METHOD:teacher`` compares the heads."""
+    teacher = [_cv("nnUNetTrainerConfKD", f, d, head="teacher") for f, d in (("0", [0.8, 0.9]), ("1", [0.7]))]
+    result = decide(DEFAULT + teacher, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerConfKD:teacher"], ["0", "1"])
+    assert result["arms"][0]["pooled"] == pytest.approx(0.70) and result["arms"][1]["pooled"] == pytest.approx(0.80)
+    assert result["chosen"] == "nnUNetTrainerConfKD:teacher"
+    head = [_cv("nnUNetTrainerConfKD_teacherHead", f, d, head=h) for f, d in (("0", [0.8, 0.9]), ("1", [0.7]))
+            for h in ("teacher", "student")]
+    scored = decide(DEFAULT + head, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerConfKD_teacherHead"], ["0", "1"])
+    assert [a["volumes"] for a in scored["arms"]] == [3, 3]  # one record per fold: the class's inference head
+
+
+def test_a_fold_with_records_of_both_split_formats_needs_split():
+    both = DEFAULT + [_cv("nnUNetTrainerConfKD", "1", [0.1], split="v1")] + CHALLENGERS["nnUNetTrainerConfKD_T2"]
+    with pytest.raises(ConfKDInputError, match="fold 1 has records of split formats v2 and v1; choose one with"):
+        decide(both, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerConfKD_T2"], ["0", "1"])
+    result = decide(both, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerConfKD_T2"], ["0", "1"], split="v2")
+    assert result["arms"][0]["pooled"] == pytest.approx(0.70) and result["chosen"] == "nnUNetTrainerConfKD"
 
 
 def test_held_out_records_never_enter_a_decision():

@@ -384,17 +384,36 @@ def test_cross_validation_evaluates_nnunets_validation_of_each_fold(study):
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = out / "runs" / DATASET / "nnUNetTrainerConfKD_smoke" / "seed_0" / "v2_cv_fold_1"
-    assert [p.name for p in run_dir.iterdir()] == ["student.json"]  # nnU-Net validates with the inference head
+    assert sorted(p.name for p in run_dir.iterdir()) == ["student.json", "teacher.json"]  # both heads, to choose one
     rec = json.loads((run_dir / "student.json").read_text())
     split = json.loads((Path(env["nnUNet_preprocessed"]) / DATASET / "splits_final.json").read_text())[1]
     assert rec["evaluation"] == "cv" and rec["fold"] == "1" and rec["split"] == "v2"
     assert sorted({m["case"] for m in rec["metrics"]}) == sorted(split["val"])
     assert not set(split["val"]) & set(split["train"])
+    teacher = json.loads((run_dir / "teacher.json").read_text())
+    assert (teacher["evaluation"], teacher["head"]) == ("cv", "teacher")
+    assert [(m["case"], m["label"]) for m in teacher["metrics"]] == [(m["case"], m["label"]) for m in rec["metrics"]]
+    assert not (out / ".cv").exists() or not any((out / ".cv").iterdir())  # its work folders are gone
+    # the other head is predicted from the raw images with confkd_predict_head; the inference head predicted that
+    # way scores what nnU-Net's own validation (the student record) scored
+    model = out / "nnUNet_results" / "split_v2" / "seed_0" / DATASET
+    model = model / "nnUNetTrainerConfKD_smoke__nnUNetPlans__2d_smoke"
+    images, pred = out.parent / "cv_images", out.parent / "cv_student"
+    images.mkdir()
+    raw = Path(env["nnUNet_raw"]) / DATASET
+    for case in split["val"]:
+        os.symlink(raw / "imagesTr" / f"{case}_0000.nii.gz", images / f"{case}_0000.nii.gz")
+    proc = subprocess.run(["confkd_predict_head", "-i", str(images), "-o", str(pred), "-m", str(model), "-f", "1",
+                           "--head", "student", "-device", "cpu"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for m in rec["metrics"]:
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTr" / f"{m['case']}.nii.gz"))) == m["label"]
+        ours = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / f"{m['case']}.nii.gz"))) == m["label"]
+        if ref.any() or ours.any():
+            assert 2 * (ref & ours).sum() / (ref.sum() + ours.sum()) == pytest.approx(m["dice"], abs=1e-6)
     md = (out / "results.md").read_text()
     assert "cross-validation on the training set, folds v2/1" in md
     # the fold's model has the results root of its split format, apart from the models trained on every case
-    model = out / "nnUNet_results" / "split_v2" / "seed_0" / DATASET
-    model = model / "nnUNetTrainerConfKD_smoke__nnUNetPlans__2d_smoke"
     assert (model / "fold_1" / "checkpoint_final.pth").is_file()
     # the test-set rows, the preset check input and the inference pairs are unchanged by the cv records
     report = json.loads((out / "results.json").read_text())

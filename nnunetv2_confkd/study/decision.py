@@ -1,10 +1,11 @@
 """``confkd_decide``: the study's pre-registered decision rule applied to cross-validation records.
 
-The rule (the same for every decision of the study): each arm is scored per validation volume by the mean Dice over
-its classes of the inference head; per fold by the mean over that fold's volumes; pooled by the mean over the volumes
-of all folds. A challenger *replaces* the default only if it is ahead in every fold and in the pooled mean by at
-least ``margin`` Dice points; the default is *confirmed* against a challenger if it is ahead in every fold and in the
-pooled mean by at least ``margin``; otherwise the two are *not distinguished* and the default stays. Of several
+An arm is a method as the report names it, optionally with a head (``nnUNetTrainerConfKD:teacher``); without one,
+the class's inference head. The rule (the same for every decision of the study): each arm is scored per validation
+volume by the mean Dice over its classes; per fold by the mean over that fold's volumes; pooled by the mean over the
+volumes of all folds. A challenger *replaces* the default only if it is ahead in every fold and in the pooled mean by
+at least ``margin`` Dice points; the default is *confirmed* against a challenger if it is ahead in every fold and in
+the pooled mean by at least ``margin``; otherwise the two are *not distinguished* and the default stays. Of several
 challengers that replace the default, the one with the highest pooled mean is chosen.
 
 Only records with ``"evaluation": "cv"`` are read (the held-out patients never enter a decision). Every arm must have
@@ -35,7 +36,7 @@ DEFAULT_MARGIN = 0.01
 class ArmScores:
     """One arm's scores: per fold the mean over its validation volumes, and the pooled mean over all of them."""
 
-    method: str
+    arm: str
     folds: dict[str, float]
     pooled: float
     volumes: int
@@ -54,31 +55,53 @@ class Comparison:
     verdict: str
 
 
-def arm_scores(records: list[dict], dataset: str, method: str, folds: list[str], seed: int) -> ArmScores:
-    """Score one arm from its cross-validation records (see the module docstring)."""
+def split_arm(arm: str) -> tuple[str, str | None]:
+    """``"METHOD[:HEAD]"`` -> ``(METHOD, HEAD)``; without a head, None: the inference head of the record's class.
+
+    Example:
+        >>> split_arm("nnUNetTrainerConfKD:teacher"), split_arm("nnUNetTrainerConfKD [replace 0.5]")
+        (('nnUNetTrainerConfKD', 'teacher'), ('nnUNetTrainerConfKD [replace 0.5]', None))
+    """
+    method, _, head = arm.partition(":")
+    return method, head or None
+
+
+def _is_head(record: dict, head: str | None) -> bool:
+    """Whether ``record`` is of ``head``, or of its class's inference head (``"nnunet"`` for single-decoder
+    trainers) when ``head`` is None."""
+    from nnunetv2_confkd.training.registry import TRAINERS
+
+    return record["head"] == (head or getattr(TRAINERS.get(record["method"]), "inference_head", "nnunet"))
+
+
+def arm_scores(records: list[dict], dataset: str, arm: str, folds: list[str], seed: int,
+               split: str | None = None) -> ArmScores:
+    """Score one arm, ``"METHOD[:HEAD]"``, from its cross-validation records of the split format ``split`` (None:
+    the only one there is), see the module docstring."""
+    method, head = split_arm(arm)
     by_fold, splits = {}, set()
     for r in records:
         if (r["evaluation"], r["dataset"], method_key(r), r["seed"]) == ("cv", dataset, method, seed) \
-                and str(r["fold"]) in folds:
+                and str(r["fold"]) in folds and _is_head(r, head) and split in (None, record_split(r)):
             if str(r["fold"]) in by_fold:
-                raise ConfKDInputError(f"{dataset} {method} seed {seed}: two cross-validation records of fold "
-                                       f"{r['fold']} (heads {by_fold[str(r['fold'])]['head']} and {r['head']}); "
-                                       "keep one record per fold")
+                raise ConfKDInputError(f"{dataset} {arm} seed {seed}: fold {r['fold']} has records of split formats "
+                                       f"{record_split(by_fold[str(r['fold'])])} and {record_split(r)}; choose one "
+                                       "with --split")
             by_fold[str(r["fold"])] = r
             splits.add(record_split(r))
     missing = [f for f in folds if f not in by_fold]
     if missing:
         known = sorted({method_key(r) for r in records if r["evaluation"] == "cv" and r["dataset"] == dataset})
-        raise ConfKDInputError(f"{dataset} {method} seed {seed}: no cross-validation record of fold(s) "
+        raise ConfKDInputError(f"{dataset} {arm} seed {seed}: no cross-validation record of fold(s) "
                                f"{' '.join(missing)}; run confkd_benchmark -d {dataset} -tr {method} --seeds {seed} "
                                f"-f {' '.join(missing)} --cv first (arms with cross-validation records here: "
                                f"{', '.join(known) or 'none'})")
     if len(splits) > 1:
-        raise ConfKDInputError(f"{dataset} {method}: folds of several split formats ({sorted(splits)}); compare "
-                               "folds of one format")
+        raise ConfKDInputError(f"{dataset} {arm}: folds of several split formats ({sorted(splits)}); choose one "
+                               "with --split")
     per_fold = {f: run_summary(by_fold[f])["volume_dice"] for f in folds}
     pooled = [v for f in folds for v in per_fold[f]]
-    return ArmScores(method, {f: statistics.fmean(per_fold[f]) for f in folds}, statistics.fmean(pooled), len(pooled),
+    return ArmScores(arm, {f: statistics.fmean(per_fold[f]) for f in folds}, statistics.fmean(pooled), len(pooled),
                      splits.pop(), {f: sorted({m["case"] for m in by_fold[f]["metrics"]}) for f in folds})
 
 
@@ -92,20 +115,20 @@ def verdict(default: ArmScores, challenger: ArmScores, margin: float = DEFAULT_M
         outcome = "confirmed"
     else:
         outcome = "not distinguished"
-    return Comparison(challenger.method, diffs, pooled, outcome)
+    return Comparison(challenger.arm, diffs, pooled, outcome)
 
 
 def decide(records: list[dict], dataset: str, default: str, challengers: list[str], folds: list[str], seed: int = 0,
-           margin: float = DEFAULT_MARGIN) -> dict:
-    """Apply the rule to every challenger; returns the arms' scores, the comparisons and the chosen method."""
-    arms = [arm_scores(records, dataset, m, folds, seed) for m in [default, *challengers]]
+           margin: float = DEFAULT_MARGIN, split: str | None = None) -> dict:
+    """Apply the rule to every challenger; returns the arms' scores, the comparisons and the chosen arm."""
+    arms = [arm_scores(records, dataset, m, folds, seed, split) for m in [default, *challengers]]
     for arm in arms[1:]:
         if arm.cases != arms[0].cases or arm.split != arms[0].split:
-            raise ConfKDInputError(f"{dataset}: {arm.method} was validated on other volumes or another split format "
+            raise ConfKDInputError(f"{dataset}: {arm.arm} was validated on other volumes or another split format "
                                    f"than {default}; compare arms of the same folds of the same split")
     comparisons = [verdict(arms[0], arm, margin) for arm in arms[1:]]
     winners = [a for a, c in zip(arms[1:], comparisons, strict=True) if c.verdict == "replaces"]
-    chosen = max(winners, key=lambda a: a.pooled).method if winners else default
+    chosen = max(winners, key=lambda a: a.pooled).arm if winners else default
     return {"dataset": dataset, "seed": seed, "folds": folds, "split": arms[0].split, "margin": margin,
             "arms": [{k: v for k, v in asdict(a).items() if k != "cases"} for a in arms],
             "comparisons": [asdict(c) for c in comparisons], "chosen": chosen}
@@ -116,7 +139,7 @@ def format_decision(result: dict) -> str:
              f"(split {result['split']}), margin {100 * result['margin']:.1f} Dice points",
              "arm | " + " | ".join(f"fold {f}" for f in result["folds"]) + " | pooled | volumes"]
     for a in result["arms"]:
-        lines.append(f"{a['method']} | " + " | ".join(f"{a['folds'][f]:.3f}" for f in result["folds"])
+        lines.append(f"{a['arm']} | " + " | ".join(f"{a['folds'][f]:.3f}" for f in result["folds"])
                      + f" | {a['pooled']:.3f} | {a['volumes']}")
     for c in result["comparisons"]:
         diffs = ", ".join(f"fold {f} {100 * d:+.1f}" for f, d in c["fold_differences"].items())
@@ -132,10 +155,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-d", required=True, help="dataset id or name")
     p.add_argument("--default", required=True,
                    help="the default arm as the report names methods: the trainer class without schedule suffix, "
-                        "plus ' [<composition>]' for runs of a batch composition the class no longer has")
+                        "plus ' [<composition>]' for runs of a batch composition the class no longer has, and "
+                        "optionally ':student' or ':teacher' (else the class's inference head)")
     p.add_argument("--challengers", nargs="+", required=True)
     p.add_argument("-f", nargs="+", required=True, help="the cross-validation folds that decide")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", help="split format of the folds (v1, v2); needed only where a fold has records of both")
     p.add_argument("--margin", type=float, default=100 * DEFAULT_MARGIN, help="pooled margin in Dice points")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     a = p.parse_args(argv)
@@ -143,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         dataset = dataset_folder(a.o / "runs", a.d, f"the study's records ({a.o / 'runs'})",
                                  "Give the dataset of the cross-validation records.").name
         result = decide(load_records(a.o), dataset, a.default, a.challengers, [str(f) for f in a.f], a.seed,
-                        a.margin / 100)
+                        a.margin / 100, a.split)
     except ConfKDInputError as e:
         raise SystemExit(f"confkd_decide: {e}") from None
     print(json.dumps(result, indent=2) if a.json else format_decision(result))

@@ -121,8 +121,9 @@ class Runner:
     # --- runs -------------------------------------------------------------------------------------------------------
     @staticmethod
     def heads(run: Run) -> tuple[str, ...]:
-        """The heads a run is evaluated with; cross-validation has nnU-Net's validation, of the inference head only."""
-        return heads_of(run.trainer)[:1] if run.cv else heads_of(run.trainer)
+        """The heads a run is evaluated with, the inference head first (cross-validation too, so that the head can be
+        chosen on the folds like any other setting)."""
+        return heads_of(run.trainer)
 
     def record_path(self, run: Run, head: str) -> Path:
         return self.out / "runs" / run.key / f"{head}.json"
@@ -174,22 +175,35 @@ class Runner:
                    "-f", run.fold, "--head", head, "-device", self.args.device]
         return self.run(cmd, self.seed_env(run))
 
-    def validation_metrics(self, run: Run, config: str, labels: list[int], file_ending: str) -> list:
-        """Cross-validation: nnU-Net's own final-validation predictions of the fold (its ``--val`` is run if they
-        are missing) against the dense training labels of the fold's validation cases."""
-        fold = self.model_folder(run, config) / f"fold_{run.fold}"
-        if not (fold / "validation" / "summary.json").is_file():
+    def validation_metrics(self, run: Run, config: str, dataset_json: dict, labels: list[int], head: str,
+                           inference_head: bool) -> list:
+        """Cross-validation: the fold's validation cases against their dense training labels. The inference head's
+        predictions are nnU-Net's own final validation (its ``--val`` is run if they are missing); another head
+        predicts the same cases from their raw images with ``confkd_predict_head``."""
+        model = self.model_folder(run, config)
+        fold, ending = model / f"fold_{run.fold}", dataset_json["file_ending"]
+        if inference_head and not (fold / "validation" / "summary.json").is_file():
             self.run(self.train_command(run, config, validate_only=True), self.seed_env(run))
         splits, _ = read_splits(self.preprocessed, self.raw, run.dataset)
-        refs = self.out / ".references" / run.key.replace("/", "__")
-        shutil.rmtree(refs, ignore_errors=True)
-        refs.mkdir(parents=True)
+        work = self.out / ".cv" / f"{run.key.replace('/', '__')}__{head}"
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "references").mkdir(parents=True)
+        (work / "images").mkdir()
+        raw = self.raw / run.dataset
         for case in splits[int(run.fold)]["val"]:
-            os.symlink(self.raw / run.dataset / "labelsTr" / f"{case}{file_ending}", refs / f"{case}{file_ending}")
+            os.symlink(raw / "labelsTr" / f"{case}{ending}", work / "references" / f"{case}{ending}")
+            for channel in dataset_json["channel_names"]:
+                name = f"{case}_{int(channel):04d}{ending}"
+                os.symlink(raw / "imagesTr" / name, work / "images" / name)
         try:
-            return evaluate_folder(refs, fold / "validation", labels, self.args.nsd_tolerance, file_ending)
+            predictions = fold / "validation"
+            if not inference_head:
+                predictions = work / "predictions"
+                self.run(["confkd_predict_head", "-i", str(work / "images"), "-o", str(predictions), "-m", str(model),
+                          "-f", run.fold, "--head", head, "-device", self.args.device], self.seed_env(run))
+            return evaluate_folder(work / "references", predictions, labels, self.args.nsd_tolerance, ending)
         finally:
-            shutil.rmtree(refs, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
 
     def evaluate(self, run: Run, config: str, train_seconds: float | None, training: str) -> None:
         dataset_json = json.loads((self.raw / run.dataset / "dataset.json").read_text())
@@ -201,7 +215,7 @@ class Runner:
                 continue
             if run.cv:
                 seconds = None
-                metrics = self.validation_metrics(run, config, labels, dataset_json["file_ending"])
+                metrics = self.validation_metrics(run, config, dataset_json, labels, head, i == 0)
             else:
                 pred = self.out / "predictions" / run.key / head
                 tmp = pred.with_name(pred.name + ".tmp")
