@@ -23,9 +23,19 @@ def matching_datasets(root: Path, dataset: str) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    prefix = f"Dataset{int(dataset):03d}_" if dataset.isdigit() else None
-    return sorted(p for p in root.glob("Dataset*_*") if p.is_dir() and (
-        p.name == dataset or (prefix is not None and p.name.startswith(prefix)) or p.name.split("_", 1)[1] == dataset))
+    return sorted(p for p in root.glob("Dataset*_*") if p.is_dir() and names(p.name, dataset))
+
+
+def names(folder_name: str, dataset: str) -> bool:
+    """Whether ``dataset`` (id, full folder name or bare name) names the dataset folder ``folder_name``.
+
+    Example:
+        >>> [names("Dataset502_ACDC", d) for d in ("502", "Dataset502_ACDC", "ACDC", "503")]
+        [True, True, True, False]
+    """
+    if dataset.isdigit():
+        return folder_name.startswith(f"Dataset{int(dataset):03d}_")
+    return folder_name == dataset or folder_name.split("_", 1)[-1] == dataset
 
 
 def dataset_folder(root: Path, dataset: str, where: str, fix: str) -> Path:

@@ -76,10 +76,22 @@ def test_an_arm_is_scored_with_the_inference_head_unless_it_names_one():
 
 def test_a_fold_with_records_of_both_split_formats_needs_split():
     both = DEFAULT + [_cv("nnUNetTrainerConfKD", "1", [0.1], split="v1")] + CHALLENGERS["nnUNetTrainerConfKD_T2"]
-    with pytest.raises(ConfKDInputError, match="fold 1 has records of split formats v2 and v1; choose one with"):
+    with pytest.raises(ConfKDInputError, match="fold 1 has two records .*split v2; D, split v1.*--split"):
         decide(both, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerConfKD_T2"], ["0", "1"])
     result = decide(both, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerConfKD_T2"], ["0", "1"], split="v2")
     assert result["arms"][0]["pooled"] == pytest.approx(0.70) and result["chosen"] == "nnUNetTrainerConfKD"
+
+
+def test_a_two_stage_arm_takes_each_folds_record_from_its_own_dataset():
+    """Self-training trains its second stage on a dataset pseudo-labeled by the first stage of the same fold, so each
+    fold lives in its own dataset; the arm names them and is compared on the same validation volumes."""
+    stage2 = [{**_cv("nnUNetTrainerIgnorePadding", f, d, head="nnunet"), "dataset": name}
+              for f, d, name in (("0", [0.8, 0.9], "Dataset537_P0"), ("1", [0.7], "Dataset547_P1"))]
+    result = decide(DEFAULT + stage2, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerIgnorePadding@537,547"], ["0", "1"])
+    assert result["arms"][1]["folds"] == pytest.approx({"0": 0.85, "1": 0.70})
+    assert result["chosen"] == "nnUNetTrainerIgnorePadding@537,547"
+    with pytest.raises(ConfKDInputError, match=r"537 nnUNetTrainerIgnorePadding@537 seed 0: no .* fold\(s\) 1"):
+        decide(DEFAULT + stage2, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerIgnorePadding@537"], ["0", "1"])
 
 
 def test_held_out_records_never_enter_a_decision():

@@ -1,12 +1,15 @@
 """``confkd_decide``: the study's pre-registered decision rule applied to cross-validation records.
 
-An arm is a method as the report names it, optionally with a head (``nnUNetTrainerConfKD:teacher``); without one,
-the class's inference head. The rule (the same for every decision of the study): each arm is scored per validation
-volume by the mean Dice over its classes; per fold by the mean over that fold's volumes; pooled by the mean over the
-volumes of all folds. A challenger *replaces* the default only if it is ahead in every fold and in the pooled mean by
-at least ``margin`` Dice points; the default is *confirmed* against a challenger if it is ahead in every fold and in
-the pooled mean by at least ``margin``; otherwise the two are *not distinguished* and the default stays. Of several
-challengers that replace the default, the one with the highest pooled mean is chosen.
+An arm is a method as the report names it, optionally with a head (``nnUNetTrainerConfKD:teacher``; without one, the
+class's inference head) and with the datasets that hold its records (``nnUNetTrainerIgnorePadding@537,547``: a
+two-stage recipe whose second stage has one dataset per fold; without them, the decision's dataset).
+
+The rule (the same for every decision of the study): each arm is scored per validation volume by the mean Dice over
+its classes; per fold by the mean over that fold's volumes; pooled by the mean over the volumes of all folds. A
+challenger *replaces* the default only if it is ahead in every fold and in the pooled mean by at least ``margin``
+Dice points; the default is *confirmed* against a challenger if it is ahead in every fold and in the pooled mean by
+at least ``margin``; otherwise the two are *not distinguished* and the default stays. Of several challengers that
+replace the default, the one with the highest pooled mean is chosen.
 
 Only records with ``"evaluation": "cv"`` are read (the held-out patients never enter a decision). Every arm must have
 the same folds of one split format, with the same validation volumes, for the same seed; otherwise the command stops
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nnunetv2_confkd.checks import ConfKDInputError
-from nnunetv2_confkd.dataset_lookup import dataset_folder
+from nnunetv2_confkd.dataset_lookup import dataset_folder, names
 from nnunetv2_confkd.study.folds import record_split
 from nnunetv2_confkd.study.records import load_records, method_key, run_summary
 
@@ -55,15 +58,17 @@ class Comparison:
     verdict: str
 
 
-def split_arm(arm: str) -> tuple[str, str | None]:
-    """``"METHOD[:HEAD]"`` -> ``(METHOD, HEAD)``; without a head, None: the inference head of the record's class.
+def split_arm(arm: str) -> tuple[str, str | None, list[str] | None]:
+    """``"METHOD[:HEAD][@DATASET,...]"`` -> ``(METHOD, HEAD, DATASETS)``; without a head, None (the inference head of
+    the record's class); without datasets, None (the decision's dataset).
 
     Example:
-        >>> split_arm("nnUNetTrainerConfKD:teacher"), split_arm("nnUNetTrainerConfKD [replace 0.5]")
-        (('nnUNetTrainerConfKD', 'teacher'), ('nnUNetTrainerConfKD [replace 0.5]', None))
+        >>> split_arm("nnUNetTrainerConfKD:teacher"), split_arm("nnUNetTrainerIgnorePadding@537,547")
+        (('nnUNetTrainerConfKD', 'teacher', None), ('nnUNetTrainerIgnorePadding', None, ['537', '547']))
     """
+    arm, _, datasets = arm.partition("@")
     method, _, head = arm.partition(":")
-    return method, head or None
+    return method, head or None, datasets.split(",") if datasets else None
 
 
 def _is_head(record: dict, head: str | None) -> bool:
@@ -76,25 +81,30 @@ def _is_head(record: dict, head: str | None) -> bool:
 
 def arm_scores(records: list[dict], dataset: str, arm: str, folds: list[str], seed: int,
                split: str | None = None) -> ArmScores:
-    """Score one arm, ``"METHOD[:HEAD]"``, from its cross-validation records of the split format ``split`` (None:
-    the only one there is), see the module docstring."""
-    method, head = split_arm(arm)
+    """Score one arm, ``"METHOD[:HEAD][@DATASET,...]"``, from its cross-validation records of the split format
+    ``split`` (None: the only one there is), see the module docstring. An arm with datasets takes each fold's record
+    from whichever of them holds it (a two-stage recipe whose second stage has one dataset per fold)."""
+    method, head, datasets = split_arm(arm)
+    datasets = datasets or [dataset]
     by_fold, splits = {}, set()
     for r in records:
-        if (r["evaluation"], r["dataset"], method_key(r), r["seed"]) == ("cv", dataset, method, seed) \
+        if (r["evaluation"], method_key(r), r["seed"]) == ("cv", method, seed) \
+                and any(names(r["dataset"], d) for d in datasets) \
                 and str(r["fold"]) in folds and _is_head(r, head) and split in (None, record_split(r)):
             if str(r["fold"]) in by_fold:
-                raise ConfKDInputError(f"{dataset} {arm} seed {seed}: fold {r['fold']} has records of split formats "
-                                       f"{record_split(by_fold[str(r['fold'])])} and {record_split(r)}; choose one "
-                                       "with --split")
+                other = by_fold[str(r["fold"])]
+                raise ConfKDInputError(f"{arm} seed {seed}: fold {r['fold']} has two records ({other['dataset']}, "
+                                       f"split {record_split(other)}; {r['dataset']}, split {record_split(r)}); "
+                                       "choose the split with --split, or give the arm one dataset per fold")
             by_fold[str(r["fold"])] = r
             splits.add(record_split(r))
     missing = [f for f in folds if f not in by_fold]
     if missing:
-        known = sorted({method_key(r) for r in records if r["evaluation"] == "cv" and r["dataset"] == dataset})
-        raise ConfKDInputError(f"{dataset} {arm} seed {seed}: no cross-validation record of fold(s) "
-                               f"{' '.join(missing)}; run confkd_benchmark -d {dataset} -tr {method} --seeds {seed} "
-                               f"-f {' '.join(missing)} --cv first (arms with cross-validation records here: "
+        known = sorted({method_key(r) for r in records if r["evaluation"] == "cv"
+                        and any(names(r["dataset"], d) for d in datasets)})
+        raise ConfKDInputError(f"{','.join(datasets)} {arm} seed {seed}: no cross-validation record of fold(s) "
+                               f"{' '.join(missing)}; run confkd_benchmark -d {datasets[0]} -tr {method} --seeds "
+                               f"{seed} -f {' '.join(missing)} --cv first (arms with cross-validation records there: "
                                f"{', '.join(known) or 'none'})")
     if len(splits) > 1:
         raise ConfKDInputError(f"{dataset} {arm}: folds of several split formats ({sorted(splits)}); choose one "
