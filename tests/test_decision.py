@@ -43,6 +43,7 @@ def test_each_challenger_gets_the_rules_verdict():
     assert verdicts == {"nnUNetTrainerConfKD_kdAll": "replaces", "nnUNetTrainerConfKD_weak01": "not distinguished",
                         "nnUNetTrainerConfKD_kd2": "not distinguished", "nnUNetTrainerConfKD_T2": "confirmed"}
     assert result["chosen"] == "nnUNetTrainerConfKD_kdAll"
+    assert result["chosen_switches"] == {"kd_on": "all"}  # what nnUNetTrainerConfKDAuto would set for this kind
     default = result["arms"][0]
     assert default["arm"] == "nnUNetTrainerConfKD"
     # folds: mean over their volumes; pooled: mean over every volume of both folds
@@ -68,6 +69,7 @@ def test_an_arm_is_scored_with_the_inference_head_unless_it_names_one():
     result = decide(DEFAULT + teacher, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerConfKD:teacher"], ["0", "1"])
     assert result["arms"][0]["pooled"] == pytest.approx(0.70) and result["arms"][1]["pooled"] == pytest.approx(0.80)
     assert result["chosen"] == "nnUNetTrainerConfKD:teacher"
+    assert result["chosen_switches"] == {"inference_head": "teacher"}
     head = [_cv("nnUNetTrainerConfKD_teacherHead", f, d, head=h) for f, d in (("0", [0.8, 0.9]), ("1", [0.7]))
             for h in ("teacher", "student")]
     scored = decide(DEFAULT + head, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerConfKD_teacherHead"], ["0", "1"])
@@ -90,6 +92,7 @@ def test_a_two_stage_arm_takes_each_folds_record_from_its_own_dataset():
     result = decide(DEFAULT + stage2, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerIgnorePadding@537,547"], ["0", "1"])
     assert result["arms"][1]["folds"] == pytest.approx({"0": 0.85, "1": 0.70})
     assert result["chosen"] == "nnUNetTrainerIgnorePadding@537,547"
+    assert result["chosen_switches"] is None  # a recipe, not a set of switches
     with pytest.raises(ConfKDInputError, match=r"537 nnUNetTrainerIgnorePadding@537 seed 0: no .* fold\(s\) 1"):
         decide(DEFAULT + stage2, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerIgnorePadding@537"], ["0", "1"])
 
@@ -126,6 +129,7 @@ def test_the_committed_records_give_the_recorded_decisions(capsys):
     assert [c["verdict"] for c in result["comparisons"]] == ["confirmed", "confirmed", "confirmed",
                                                             "not distinguished"]
     assert result["chosen"] == "nnUNetTrainerConfKD" + replace
+    assert result["chosen_switches"] is None  # runs of an earlier composition are no class of today
 
 
 def test_the_command_stops_with_the_reason_on_bad_input(tmp_path):

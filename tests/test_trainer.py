@@ -425,6 +425,28 @@ def test_auto_trainer_applies_the_settings_of_its_weak_label_kind(nnunet_paths, 
     assert _AutoForTest.kd_on == "strong"  # the class keeps its switches; only this trainer changed
 
 
+def test_switches_of_a_variant_are_what_auto_may_set(nnunet_paths):
+    """A variant chosen by cross-validation becomes an entry of ``settings_by_labels`` through ``switches_of``, and
+    that entry makes the Auto trainer's objective the variant's."""
+    from nnunetv2_confkd.training.auto_settings import switches_of
+
+    assert switches_of(trainers.nnUNetTrainerConfKD_cutMix) == {
+        "student_view": "cutmix", "confidence_term": "pseudo_teacher", "pseudo_threshold": 0.9, "entropy_weight": 1.0}
+    assert switches_of(trainers.nnUNetTrainerConfKD_cutMix_smoke) == switches_of(trainers.nnUNetTrainerConfKD_cutMix)
+    assert switches_of(trainers.nnUNetTrainerConfKD) == {} == switches_of(trainers.nnUNetTrainerConfKD_teacherHead)
+    with pytest.raises(ValueError, match="no variant of nnUNetTrainerConfKD"):
+        switches_of(trainers.nnUNetTrainerStrongOnly)
+
+    class Chosen(trainers.nnUNetTrainerConfKDAuto_smoke):
+        settings_by_labels = {"foreground_only": switches_of(trainers.nnUNetTrainerConfKD_weak01)}
+
+    auto = make_trainer(nnunet_paths, Chosen)
+    auto.initialize()
+    variant = make_trainer(nnunet_paths, trainers.nnUNetTrainerConfKD_weak01_smoke)
+    variant.initialize()
+    assert auto.confkd_loss.config == variant.confkd_loss.config
+
+
 def test_auto_trainer_refuses_to_change_the_inference_head(nnunet_paths):
     class HeadChanging(trainers.nnUNetTrainerConfKDAuto_smoke):
         settings_by_labels = {"foreground_only": {"inference_head": "teacher"}}

@@ -141,7 +141,22 @@ def decide(records: list[dict], dataset: str, default: str, challengers: list[st
     chosen = max(winners, key=lambda a: a.pooled).arm if winners else default
     return {"dataset": dataset, "seed": seed, "folds": folds, "split": arms[0].split, "margin": margin,
             "arms": [{k: v for k, v in asdict(a).items() if k != "cases"} for a in arms],
-            "comparisons": [asdict(c) for c in comparisons], "chosen": chosen}
+            "comparisons": [asdict(c) for c in comparisons], "chosen": chosen, "chosen_switches": _switches(chosen)}
+
+
+def _switches(arm: str) -> dict | None:
+    """The switches ``nnUNetTrainerConfKDAuto`` would set for ``arm`` (a variant of ``nnUNetTrainerConfKD`` on the
+    decision's dataset), with ``inference_head`` where the arm names a head; None for anything else (stock trainers,
+    runs of an earlier composition, two-stage recipes)."""
+    from nnunetv2_confkd.training.auto_settings import switches_of
+    from nnunetv2_confkd.training.registry import TRAINERS
+    from nnunetv2_confkd.training.trainer import nnUNetTrainerConfKD
+
+    method, head, datasets = split_arm(arm)
+    cls = TRAINERS.get(method)
+    if datasets or cls is None or not issubclass(cls, nnUNetTrainerConfKD):
+        return None
+    return {**switches_of(cls), **({"inference_head": head} if head and head != cls.inference_head else {})}
 
 
 def format_decision(result: dict) -> str:
@@ -155,6 +170,8 @@ def format_decision(result: dict) -> str:
         diffs = ", ".join(f"fold {f} {100 * d:+.1f}" for f, d in c["fold_differences"].items())
         lines.append(f"{c['challenger']}: {diffs}, pooled {100 * c['pooled_difference']:+.1f} -> {c['verdict']}")
     lines.append(f"chosen: {result['chosen']}")
+    if result["chosen_switches"] is not None:
+        lines.append(f"its switches (against nnUNetTrainerConfKD): {result['chosen_switches'] or 'none'}")
     return "\n".join(lines)
 
 

@@ -11,8 +11,9 @@ The kind is read from the dataset, never guessed from the task:
 without it, the preprocessed weak labels are counted at start-up. :attr:`settings_by_labels` maps each kind to the
 switches it changes (class attributes of ``nnUNetTrainerConfKD``); the trainer applies them as instance attributes
 before the objective is built and logs the kind, where it came from, and every switch it set. The table holds only
-settings chosen by cross-validation inside training patients (the study's pre-registered rules); a kind without such
-a choice keeps the defaults. The inference head is a class attribute (nnU-Net's predictor sees only the class) and
+settings chosen by cross-validation inside training patients (the study's pre-registered rules, computed by
+``confkd_decide``, which prints the chosen variant's :func:`switches_of`); a kind without such a choice keeps the
+defaults. The inference head is a class attribute (nnU-Net's predictor sees only the class) and
 is never changed here.
 """
 
@@ -51,6 +52,24 @@ def weak_label_kind(dataset_json: Mapping, counted_background_voxels: int | None
         raise ValueError("the weak labels' background was not counted and dataset.json does not record it")
     kind = "background_annotated" if counted_background_voxels > 0 else "foreground_only"
     return kind, f"the weak labels: {counted_background_voxels} annotated background voxels"
+
+
+def switches_of(trainer: type) -> dict[str, object]:
+    """The switches in which ``trainer`` (a variant of ``nnUNetTrainerConfKD``) differs from it, as an entry of
+    :attr:`nnUNetTrainerConfKDAuto.settings_by_labels` would set them; the inference head and the report label are not
+    switches. Raises for a class that is no variant of ``nnUNetTrainerConfKD`` (it has no switches to copy).
+
+    Example:
+        >>> from nnunetv2_confkd.training.variants import nnUNetTrainerConfKD_kdAll
+        >>> switches_of(nnUNetTrainerConfKD_kdAll)
+        {'kd_on': 'all'}
+    """
+    if not (isinstance(trainer, type) and issubclass(trainer, nnUNetTrainerConfKD)):
+        raise ValueError(f"{trainer!r} is no variant of nnUNetTrainerConfKD: its settings are not switches")
+    names = [n for n, v in vars(nnUNetTrainerConfKD).items()
+             if not n.startswith("_") and not callable(v) and not isinstance(v, (classmethod, staticmethod, property))
+             and n not in ("inference_head", "report_label")]
+    return {n: getattr(trainer, n) for n in names if getattr(trainer, n) != getattr(nnUNetTrainerConfKD, n)}
 
 
 class nnUNetTrainerConfKDAuto(nnUNetTrainerConfKD):
