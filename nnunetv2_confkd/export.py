@@ -24,6 +24,7 @@ from torch import nn
 
 import nnunetv2_confkd
 from nnunetv2_confkd.checks import ConfKDInputError, read_checkpoint
+from nnunetv2_confkd.training.heads import model_inference_head
 from nnunetv2_confkd.training.network import HEADS
 
 STOCK_TRAINER = "nnUNetTrainer"
@@ -102,15 +103,10 @@ def load_head_strictly(network: nn.Module, weights: Mapping[str, torch.Tensor], 
         raise ConfKDInputError(f"{source} does not fit the stock network of its plans: {error}") from None
 
 
-def source_inference_head(trainer_name: str) -> str | None:
-    """The head that ``nnUNetv2_predict`` (and nnU-Net's validation) ran for a trainer of this package, else None."""
-    from nnunetv2_confkd.training.registry import TRAINERS
-
-    return getattr(TRAINERS.get(trainer_name), "inference_head", None)
-
-
-def stock_checkpoint(checkpoint: Mapping, network: nn.Module, head: str, fold: int | str, source: str) -> dict:
-    """The checkpoint ``nnUNetTrainer.save_checkpoint`` would have written for ``network`` (already loaded).
+def stock_checkpoint(checkpoint: Mapping, network: nn.Module, head: str, fold: int | str, source: str,
+                     source_head: str | None) -> dict:
+    """The checkpoint ``nnUNetTrainer.save_checkpoint`` would have written for ``network`` (already loaded);
+    ``source_head`` is the inference head of the source model (:func:`~.training.heads.model_inference_head`).
 
     The optimizer keeps its hyper-parameters but no per-parameter state (so ``nnUNetv2_train ... --val`` and
     fine-tuning load it); loss-term logs of the ConfKD trainer are left out; ``_best_ema`` (the validation EMA of the
@@ -130,7 +126,7 @@ def stock_checkpoint(checkpoint: Mapping, network: nn.Module, head: str, fold: i
     stock_logs = LocalLogger().my_fantastic_logging.keys()
     logging = {k: v for k, v in dict(checkpoint.get("logging") or {}).items() if k in stock_logs}
     trainer_name = checkpoint.get("trainer_name")
-    same_head = source_inference_head(str(trainer_name)) == head
+    same_head = source_head == head
     return {
         "network_weights": network.state_dict(),
         "optimizer_state": optimizer,
@@ -204,7 +200,7 @@ def plan_export(dataset: str | int, configuration: str, folds: Sequence[int | st
                                        "pass one of them with -chk, or finish training the fold")
             checkpoints.append((fold, name))
         copies.append((folder / "progress.png", target / _fold_folder(fold) / "progress.png"))
-        if source_inference_head(trainer) == head:  # nnU-Net's validation of the model scored this head
+        if model_inference_head(source) == head:  # nnU-Net's validation of the model scored this head
             summary = folder / "validation" / "summary.json"
             copies.append((summary, target / _fold_folder(fold) / "validation" / "summary.json"))
     copies = [(s, t) for s, t in copies if s.is_file()]
@@ -257,6 +253,7 @@ def export_head(dataset: str | int, configuration: str, folds: Sequence[int | st
     plans = json.loads((plan.source / "plans.json").read_text())
     dataset_json = json.loads((plan.source / "dataset.json").read_text())
     network = stock_network(plans, dataset_json, configuration)
+    source_head = model_inference_head(plan.source)
 
     def converted(fold, name):
         path = plan.source / _fold_folder(fold) / name
@@ -266,7 +263,7 @@ def export_head(dataset: str | int, configuration: str, folds: Sequence[int | st
             raise ConfKDInputError(f"{path} was trained for configuration {found!r}, not {configuration!r}")
         load_head_strictly(network, head_weights(checkpoint["network_weights"], head, str(path)), str(path))
         relative = f"{plan.source.parent.name}/{plan.source.name}/{_fold_folder(fold)}/{name}"
-        return stock_checkpoint(checkpoint, network, head, fold, relative)
+        return stock_checkpoint(checkpoint, network, head, fold, relative, source_head)
 
     for fold, name in plan.checkpoints:  # check all before writing any
         converted(fold, name)

@@ -74,6 +74,12 @@ def test_an_arm_is_scored_with_the_inference_head_unless_it_names_one():
             for h in ("teacher", "student")]
     scored = decide(DEFAULT + head, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerConfKD_teacherHead"], ["0", "1"])
     assert [a["volumes"] for a in scored["arms"]] == [3, 3]  # one record per fold: the class's inference head
+    # a model whose trainer chose its head from its data records it; that head is the arm's
+    auto = [{**_cv("nnUNetTrainerConfKDAuto", f, d, head=h), "inference_head": "teacher"}
+            for f, d, h in (("0", [0.9, 0.9], "teacher"), ("0", [0.1, 0.1], "student"), ("1", [0.9], "teacher"),
+                            ("1", [0.1], "student"))]
+    scored = decide(DEFAULT + auto, "D", "nnUNetTrainerConfKD", ["nnUNetTrainerConfKDAuto"], ["0", "1"])
+    assert scored["arms"][1]["pooled"] == pytest.approx(0.9)
 
 
 def test_a_fold_with_records_of_both_split_formats_needs_split():

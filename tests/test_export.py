@@ -26,7 +26,7 @@ from conftest import (
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_confkd.checks import ConfKDInputError
-from nnunetv2_confkd.cli import export_main, predict_head_main
+from nnunetv2_confkd.cli import export_main, predict_head_main, with_ext_trainers
 from nnunetv2_confkd.export import PROVENANCE_KEY, head_weights
 from nnunetv2_confkd.training.trainer import nnUNetTrainerConfKD
 
@@ -164,6 +164,32 @@ def test_export_writes_a_stock_model_that_nnunets_predictor_loads(results, tmp_p
     predictor.network.eval()
     with torch.no_grad():
         assert torch.equal(predictor.network(x), _head_output(dual, head, x))
+
+
+def test_a_head_named_by_the_models_plans_is_its_inference_head(results, tmp_path):
+    """A trainer that chose its head from its data writes it into its configuration of the model's plans.json:
+    ``model_inference_head`` reads it, nnU-Net's predictor builds that head, and the export treats it as the head
+    nnU-Net's validation scored (its summary and EMA go with it)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunetv2_confkd.training.heads import model_inference_head
+    from nnunetv2_confkd.training.network import PLANS_HEAD_KEY
+
+    model = results / FAKE_DATASET / f"{TRAINER}__nnUNetPlans__2d"
+    assert model_inference_head(model) == "student"  # the class's
+    plans = json.loads((model / "plans.json").read_text())
+    plans["configurations"][CONFIGURATION_NAMES["2d"]][PLANS_HEAD_KEY] = "teacher"
+    (model / "plans.json").write_text(json.dumps(plans))
+    assert model_inference_head(model) == "teacher"
+    with_ext_trainers()  # nnUNetv2_predict finds the package's trainers through nnUNet_extTrainer (restored after)
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model), (0,), "checkpoint_final.pth")
+    assert predictor.network.inference_head == "teacher"
+    target = _export(tmp_path / "out", "--head", "teacher")
+    assert (target / "fold_0" / "validation" / "summary.json").is_file()
+    checkpoint = torch.load(target / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["_best_ema"] == 0.5
+    assert model_inference_head(tmp_path / "x" / "nnUNetTrainer__nnUNetPlans__2d") is None  # no heads
 
 
 def _refused(capsys, out: Path, *argv: str, match: str) -> str:

@@ -388,6 +388,7 @@ def test_cross_validation_evaluates_nnunets_validation_of_each_fold(study):
     rec = json.loads((run_dir / "student.json").read_text())
     split = json.loads((Path(env["nnUNet_preprocessed"]) / DATASET / "splits_final.json").read_text())[1]
     assert rec["evaluation"] == "cv" and rec["fold"] == "1" and rec["split"] == "v2"
+    assert rec["inference_head"] == "student"  # the head nnU-Net's validation ran
     assert sorted({m["case"] for m in rec["metrics"]}) == sorted(split["val"])
     assert not set(split["val"]) & set(split["train"])
     teacher = json.loads((run_dir / "teacher.json").read_text())

@@ -447,10 +447,36 @@ def test_switches_of_a_variant_are_what_auto_may_set(nnunet_paths):
     assert auto.confkd_loss.config == variant.confkd_loss.config
 
 
-def test_auto_trainer_refuses_to_change_the_inference_head(nnunet_paths):
-    class HeadChanging(trainers.nnUNetTrainerConfKDAuto_smoke):
-        settings_by_labels = {"foreground_only": {"inference_head": "teacher"}}
+def test_auto_trainer_sets_the_inference_head_through_the_plans_it_saves(nnunet_paths):
+    """An entry with ``inference_head`` switches this network's head and writes the head into the trainer's
+    configuration of its plans (saved with the model), so that the network nnU-Net's predictor builds from the class
+    and those plans runs it; the class and the plans on disk are unchanged."""
+    import copy
 
-    trainer = make_trainer(nnunet_paths, HeadChanging)
-    with pytest.raises(ValueError, match="inference_head"):
-        trainer.initialize()
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2_confkd.training.network import PLANS_HEAD_KEY
+
+    class HeadChoosing(trainers.nnUNetTrainerConfKDAuto_smoke):
+        settings_by_labels = {"foreground_only": {"inference_head": "teacher", "kd_on": "all"}}
+
+    trainer = make_trainer(nnunet_paths, HeadChoosing)
+    trainer.initialize()
+    assert trainer.network.inference_head == "teacher" and trainer.confkd_loss.config.kd_on == "all"
+    assert trainer.chosen_settings["switches"] == {"inference_head": "teacher", "kd_on": "all"}
+
+    def rebuilt(plans: dict):
+        manager = PlansManager(copy.deepcopy(plans))
+        return HeadChoosing.build_network_architecture(manager, manager.get_configuration("2d"), 1, 4, False)
+
+    assert rebuilt(trainer.plans_manager.plans).inference_head == "teacher"  # what the predictor builds
+    on_disk = load_json(str(nnunet_paths.preprocessed / "nnUNetPlans.json"))
+    assert PLANS_HEAD_KEY not in on_disk["configurations"]["2d"] and rebuilt(on_disk).inference_head == "student"
+
+    class BadHead(trainers.nnUNetTrainerConfKDAuto_smoke):
+        settings_by_labels = {"foreground_only": {"inference_head": "both"}}
+
+    with pytest.raises(ValueError, match="inference_head must be one of"):
+        make_trainer(nnunet_paths, BadHead).initialize()
+
+

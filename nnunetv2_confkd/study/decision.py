@@ -72,11 +72,12 @@ def split_arm(arm: str) -> tuple[str, str | None, list[str] | None]:
 
 
 def _is_head(record: dict, head: str | None) -> bool:
-    """Whether ``record`` is of ``head``, or of its class's inference head (``"nnunet"`` for single-decoder
-    trainers) when ``head`` is None."""
+    """Whether ``record`` is of ``head``, or of its model's inference head when ``head`` is None (as recorded; records
+    that do not name it: their class's, ``"nnunet"`` for single-decoder trainers)."""
     from nnunetv2_confkd.training.registry import TRAINERS
 
-    return record["head"] == (head or getattr(TRAINERS.get(record["method"]), "inference_head", "nnunet"))
+    inference = record.get("inference_head") or getattr(TRAINERS.get(record["method"]), "inference_head", "nnunet")
+    return record["head"] == (head or inference)
 
 
 def arm_scores(records: list[dict], dataset: str, arm: str, folds: list[str], seed: int,

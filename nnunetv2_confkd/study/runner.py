@@ -40,6 +40,7 @@ from nnunetv2_confkd.study.runs import (
     supervision_counts,
     write_model_composition,
 )
+from nnunetv2_confkd.training.heads import model_inference_head
 
 # how a record's model came about (its "training" field); train_seconds covers only the training done by the call
 # that wrote the record
@@ -121,9 +122,16 @@ class Runner:
     # --- runs -------------------------------------------------------------------------------------------------------
     @staticmethod
     def heads(run: Run) -> tuple[str, ...]:
-        """The heads a run is evaluated with, the inference head first (cross-validation too, so that the head can be
-        chosen on the folds like any other setting)."""
+        """The heads a run is evaluated with (cross-validation too, so that the head can be chosen on the folds like
+        any other setting), the class's inference head first."""
         return heads_of(run.trainer)
+
+    def model_heads(self, run: Run, config: str) -> tuple[str, ...]:
+        """:meth:`heads` with the trained model's inference head first: the one its plans name, where its trainer
+        chose it from its data (``nnUNetv2_predict`` and nnU-Net's validation run that one)."""
+        heads = self.heads(run)
+        first = model_inference_head(self.model_folder(run, config)) or heads[0]
+        return (first, *[h for h in heads if h != first])
 
     def record_path(self, run: Run, head: str) -> Path:
         return self.out / "runs" / run.key / f"{head}.json"
@@ -209,7 +217,8 @@ class Runner:
         dataset_json = json.loads((self.raw / run.dataset / "dataset.json").read_text())
         labels = [v for k, v in dataset_json["labels"].items() if k not in ("background", "ignore")]
         label_names = {str(v): k for k, v in dataset_json["labels"].items()}
-        for i, head in enumerate(self.heads(run)):
+        heads = self.model_heads(run, config)
+        for i, head in enumerate(heads):
             record = self.record_path(run, head)
             if record.is_file():
                 continue
@@ -227,7 +236,8 @@ class Runner:
                 os.replace(tmp, pred)
             write_json_atomic(record, {
                 "dataset": run.dataset, "method": run.method, "trainer": run.trainer, "seed": run.seed,
-                **composition_of(run.trainer), "head": head, "configuration": config, "fold": run.fold,
+                **composition_of(run.trainer), "head": head, "inference_head": heads[0], "configuration": config,
+                "fold": run.fold,
                 "split": run.fold_split, "preset": self.preset.name,
                 "evaluation": "cv" if run.cv else "test", "device": self.args.device,
                 "supervision": supervision_counts(dataset_json), "label_names": label_names,

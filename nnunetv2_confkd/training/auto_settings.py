@@ -13,8 +13,12 @@ switches it changes (class attributes of ``nnUNetTrainerConfKD``); the trainer a
 before the objective is built and logs the kind, where it came from, and every switch it set. The table holds only
 settings chosen by cross-validation inside training patients (the study's pre-registered rules, computed by
 ``confkd_decide``, which prints the chosen variant's :func:`switches_of`); a kind without such a choice keeps the
-defaults. The inference head is a class attribute (nnU-Net's predictor sees only the class) and
-is never changed here.
+defaults.
+
+An entry may also set ``inference_head``: nnU-Net's predictor rebuilds the network from the class and the model's
+plans, so the trainer writes the head into its configuration of the plans it saves with the model
+(:data:`~.network.PLANS_HEAD_KEY`), where ``build_network_architecture`` finds it; ``nnUNetv2_predict``, nnU-Net's
+validation and ``confkd_export`` then use that head (:func:`~.heads.model_inference_head` reads it back).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from nnunetv2_confkd.supervision import MANIFEST_KEY, WEAK_LABEL_KEY
+from nnunetv2_confkd.training.mixed_loading import unwrap
+from nnunetv2_confkd.training.network import HEADS, PLANS_HEAD_KEY
 from nnunetv2_confkd.training.trainer import nnUNetTrainerConfKD
 
 KINDS = ("background_annotated", "foreground_only", "unlabeled_only")
@@ -83,11 +89,22 @@ class nnUNetTrainerConfKDAuto(nnUNetTrainerConfKD):
         kind, reason = weak_label_kind(self.dataset_json, getattr(self, "weak_background_voxels", None))
         settings = self.settings_by_labels.get(kind, {})
         unknown = sorted(set(settings) - set(vars(nnUNetTrainerConfKD)) - {"weak_ratio", "strong_fraction"})
-        if unknown or "inference_head" in settings:
-            raise ValueError(f"{type(self).__name__}.settings_by_labels[{kind!r}] sets {unknown or ['inference_head']}"
-                             ", which are not switches it may set")
+        if unknown:
+            raise ValueError(f"{type(self).__name__}.settings_by_labels[{kind!r}] sets {unknown}, which are not "
+                             "switches it may set")
         for name, value in settings.items():
             setattr(self, name, value)
+        if "inference_head" in settings:
+            self._set_inference_head(settings["inference_head"])
         self.chosen_settings = {"kind": kind, "decided_by": reason, "switches": dict(settings)}
         changed = ", ".join(f"{k} = {v!r}" for k, v in settings.items()) or "none (the defaults)"
         self.print_to_log_file(f"weak labels: {kind} (decided by {reason}); switches set for it: {changed}")
+
+    def _set_inference_head(self, head: str) -> None:
+        """Run ``head`` at inference: on this network now, and, through the plans saved with the model, on every
+        network nnU-Net's predictor builds from it."""
+        if head not in HEADS:
+            raise ValueError(f"{type(self).__name__}: inference_head must be one of {HEADS}, got {head!r}")
+        unwrap(self.network).inference_head = head
+        self.plans_manager.plans["configurations"][self.configuration_name][PLANS_HEAD_KEY] = head
+        self.configuration_manager.configuration[PLANS_HEAD_KEY] = head

@@ -1,6 +1,6 @@
 """Predict with either head of a trained ConfKD model from the same checkpoint (both branches are
-reported). ``nnUNetv2_predict`` runs the class's ``inference_head``; this module switches the head of the network the
-predictor built, which holds both decoders' weights, so nothing is retrained."""
+reported). ``nnUNetv2_predict`` runs the model's inference head (:func:`model_inference_head`); this module switches
+the head of the network the predictor built, which holds both decoders' weights, so nothing is retrained."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from nnunetv2_confkd.checks import ConfKDInputError
-from nnunetv2_confkd.training.network import HEADS, DualDecoderUNet
+from nnunetv2_confkd.training.network import HEADS, DualDecoderUNet, configured_head
 
 Folds = int | str | Sequence[int | str]
 
@@ -20,6 +20,23 @@ Folds = int | str | Sequence[int | str]
 def _fold_list(fold: Folds) -> tuple[int | str, ...]:
     folds = (fold,) if isinstance(fold, (int, str)) else tuple(fold)
     return tuple(f if f == "all" else int(f) for f in folds)
+
+
+def model_inference_head(model_folder: Path) -> str | None:
+    """The head ``nnUNetv2_predict`` and nnU-Net's validation run for a model folder (``TRAINER__PLANS__CONFIG``):
+    the one its ``plans.json`` names for that configuration (a trainer that chose its head from its data writes it
+    there), else the trainer class's ``inference_head``; None for a model of a trainer without heads."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2_confkd.training.registry import TRAINERS
+
+    folder = Path(model_folder)
+    trainer, configuration = folder.name.partition("__")[0], folder.name.rpartition("__")[2]
+    default = getattr(TRAINERS.get(trainer), "inference_head", None)
+    if default is None or not (folder / "plans.json").is_file():
+        return default
+    return configured_head(PlansManager(str(folder / "plans.json")).get_configuration(configuration).configuration,
+                          default)
 
 
 def head_predictor(model_folder: Path, fold: Folds, head: str | None,

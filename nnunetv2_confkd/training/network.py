@@ -1,4 +1,5 @@
-"""Shared-encoder, two-decoder network. Imports nothing from nnU-Net.
+"""Shared-encoder, two-decoder network, and where a model's plans name its inference head. Imports nothing from
+nnU-Net.
 
 In ``train()`` the wrapper returns :class:`DualOutput` (teacher, student). The teacher decoder can run on a subset of
 the batch (``teacher_cases``: the first ``n`` rows, as views of the skips, or any listed rows): nnU-Net normalises
@@ -10,11 +11,25 @@ batch. In ``eval()`` the wrapper runs the encoder and *one* decoder, the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from torch import Tensor, nn
 
 HEADS = ("student", "teacher")
+#: key of a configuration in a model's plans.json naming the head ``eval()`` runs, where the trainer chose it from its
+#: data (``nnUNetTrainerConfKDAuto``); without it the class's ``inference_head`` decides
+PLANS_HEAD_KEY = "confkd_inference_head"
+
+
+def configured_head(configuration: Mapping, default: str) -> str:
+    """The inference head a configuration of the plans names (:data:`PLANS_HEAD_KEY`), else ``default``.
+
+    Example:
+        >>> configured_head({"patch_size": [64]}, "student"), configured_head({PLANS_HEAD_KEY: "teacher"}, "student")
+        ('student', 'teacher')
+    """
+    return configuration.get(PLANS_HEAD_KEY) or default
 
 
 class DualOutput(NamedTuple):

@@ -3,7 +3,8 @@
 Differences from ``nnUNetTrainer`` (nnunetv2 2.8.1), and no others:
 
 1. ``build_network_architecture`` (a classmethod, so the predictor's class-level call sees each variant's
-   ``inference_head``) returns :class:`~.network.DualDecoderUNet`: nnU-Net's own builder is called twice,
+   ``inference_head``, or the head the model's plans name, :func:`~.network.configured_head`) returns
+   :class:`~.network.DualDecoderUNet`: nnU-Net's own builder is called twice,
    the encoder and decoder of the first network are the encoder and teacher decoder, the decoder of the second network
    is the student decoder; both point at the shared encoder.
 2. ``set_deep_supervision_enabled`` toggles both decoders.
@@ -38,7 +39,7 @@ from torch import autocast
 from torch import distributed as dist
 
 from nnunetv2_confkd.training.mixed_loading import MixedSupervisionMixin, quiet_no_annotation_warning, unwrap
-from nnunetv2_confkd.training.network import DualDecoderUNet, teacher_logits
+from nnunetv2_confkd.training.network import DualDecoderUNet, configured_head, teacher_logits
 from nnunetv2_confkd.training.objective import TERMS, ConfKDConfig, ConfKDLoss, DeepSupervisedPartialCE
 from nnunetv2_confkd.training.progress import log_terms, plot_terms, register_term_keys
 from nnunetv2_confkd.training.views import BoxMix, intensity_view
@@ -99,7 +100,8 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
         args = (plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision)
         first = nnUNetTrainer.build_network_architecture(*args)
         second = nnUNetTrainer.build_network_architecture(*args)
-        return DualDecoderUNet(first.encoder, first.decoder, second.decoder, cls.inference_head)
+        head = configured_head(configuration_manager.configuration, cls.inference_head)
+        return DualDecoderUNet(first.encoder, first.decoder, second.decoder, head)
 
     def set_deep_supervision_enabled(self, enabled: bool):
         unwrap(self.network).deep_supervision = enabled
