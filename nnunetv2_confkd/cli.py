@@ -118,8 +118,9 @@ def predict_head_main(argv: list[str] | None = None) -> None:
                         help="model folder, e.g. nnUNet_results/DatasetXXX/nnUNetTrainerConfKD__nnUNetPlans__2d")
     parser.add_argument("-f", nargs="+", default=["0"],
                         help="fold(s); several are averaged as by nnUNetv2_predict (default 0)")
-    parser.add_argument("--head", choices=("student", "teacher"), default="student",
-                        help="decoder to predict with (default: student, the trainers' inference head)")
+    parser.add_argument("--head", choices=("student", "teacher"), default=None,
+                        help="decoder to predict with (default: the model's inference head, the one nnUNetv2_predict "
+                             "runs: student unless its trainer chose otherwise)")
     parser.add_argument("-chk", default="checkpoint_final.pth")
     parser.add_argument("--save_probabilities", action="store_true",
                         help="also write .npz/.pkl class probabilities (needed by nnUNetv2_ensemble)")
@@ -141,14 +142,15 @@ def predict_head_main(argv: list[str] | None = None) -> None:
     import torch
 
     from nnunetv2_confkd.checks import ConfKDInputError
-    from nnunetv2_confkd.training.heads import predict_folder_with_head
+    from nnunetv2_confkd.training.heads import model_inference_head, predict_folder_with_head
 
     device = resolve_device(args)
     _set_torch_threads(device)
     npp = args.np if args.npp is None else args.npp
     nps = args.np if args.nps is None else args.nps
     try:
-        predict_folder_with_head(args.m, args.f, args.head, args.i, args.o, args.chk, torch.device(device), npp,
+        head = args.head or model_inference_head(args.m) or "student"
+        predict_folder_with_head(args.m, args.f, head, args.i, args.o, args.chk, torch.device(device), npp,
                                  num_processes_segmentation_export=nps, save_probabilities=args.save_probabilities,
                                  num_parts=args.num_parts, part_id=args.part_id,
                                  overwrite=not args.continue_prediction, use_mirroring=not args.disable_tta)
@@ -164,8 +166,9 @@ def export_main(argv: list[str] | None = None) -> None:
     """
     parser = argparse.ArgumentParser(
         prog="confkd_export",
-        description="Write the student (default) or teacher head of a trained ConfKD model as a stock nnU-Net model "
-                    "folder, which plain nnUNetv2_predict -tr nnUNetTrainer uses without this package.")
+        description="Write the student or teacher head (default: the model's inference head) of a trained ConfKD "
+                    "model as a stock nnU-Net model folder, which plain nnUNetv2_predict -tr nnUNetTrainer uses "
+                    "without this package.")
     parser.add_argument("-d", required=True, help="dataset name or id (the model is read from $nnUNet_results)")
     parser.add_argument("-c", required=True, help="configuration, e.g. 2d or 3d_fullres")
     parser.add_argument("-f", nargs="+", required=True, help="fold(s) to export, e.g. 0 1 2 3 4 or all")
@@ -175,8 +178,9 @@ def export_main(argv: list[str] | None = None) -> None:
                         help="checkpoint file(s) to export (default checkpoint_final.pth)")
     parser.add_argument("-o", type=Path, required=True,
                         help="results folder to write to (laid out as nnUNet_results; not the model folder)")
-    parser.add_argument("--head", choices=("student", "teacher"), default="student",
-                        help="decoder to export (default: student)")
+    parser.add_argument("--head", choices=("student", "teacher"), default=None,
+                        help="decoder to export (default: the model's inference head, the one nnUNetv2_predict runs: "
+                             "student unless its trainer chose otherwise)")
     parser.add_argument("--overwrite", action="store_true", help="replace files that already exist in -o")
     args = parser.parse_args(argv)
     from nnunetv2_confkd.checks import ConfKDInputError

@@ -148,6 +148,7 @@ class ExportPlan:
 
     source: Path  # the ConfKD model folder
     target: Path  # the stock model folder that is written
+    head: str  # the exported head
     checkpoints: tuple[tuple[int | str, str], ...]  # (fold, checkpoint name)
     copies: tuple[tuple[Path, Path], ...]  # (source file, target file)
 
@@ -157,13 +158,14 @@ def _fold_folder(fold: int | str) -> str:
 
 
 def plan_export(dataset: str | int, configuration: str, folds: Sequence[int | str], trainer: str, plans_identifier: str,
-                checkpoint_names: Sequence[str], output_root: Path, head: str, overwrite: bool) -> ExportPlan:
-    """Resolve and check every input and output of an export; raises ConfKDInputError naming the file and the fix."""
+                checkpoint_names: Sequence[str], output_root: Path, head: str | None, overwrite: bool) -> ExportPlan:
+    """Resolve and check every input and output of an export (``head`` None: the model's inference head); raises
+    ConfKDInputError naming the file and the fix."""
     from nnunetv2.paths import nnUNet_results
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
-    if head not in HEADS:
+    if head is not None and head not in HEADS:
         raise ConfKDInputError(f"--head must be one of {HEADS}, got {head!r}")
     if not nnUNet_results.is_set():
         raise ConfKDInputError("nnUNet_results is not set; export it as the results folder that holds the ConfKD "
@@ -181,6 +183,7 @@ def plan_export(dataset: str | int, configuration: str, folds: Sequence[int | st
         if not (source / name).is_file():
             raise ConfKDInputError(f"{source / name} is missing; nnU-Net writes it when training starts. Copy it from "
                                    f"nnUNet_preprocessed/{dataset_name} or retrain.")
+    head = head or model_inference_head(source) or "student"
     target = Path(output_root) / dataset_name / convert_trainer_plans_config_to_identifier(
         STOCK_TRAINER, plans_identifier, configuration)
     if target.resolve() == source.resolve():
@@ -210,7 +213,7 @@ def plan_export(dataset: str | int, configuration: str, folds: Sequence[int | st
     if conflicts and not overwrite:
         raise ConfKDInputError(f"the export would overwrite {conflicts[:3]}{' ...' if len(conflicts) > 3 else ''}; "
                                "pass --overwrite to replace them, or choose another -o")
-    return ExportPlan(source, target, tuple(checkpoints), tuple(copies))
+    return ExportPlan(source, target, head, tuple(checkpoints), tuple(copies))
 
 
 def _atomic_write(target: Path, write) -> None:
@@ -237,9 +240,10 @@ def _check_no_package_globals(path: str, source: str) -> None:
 
 
 def export_head(dataset: str | int, configuration: str, folds: Sequence[int | str], trainer: str,
-                output_root: Path, head: str = "student", plans_identifier: str = "nnUNetPlans",
+                output_root: Path, head: str | None = None, plans_identifier: str = "nnUNetPlans",
                 checkpoint_names: Sequence[str] = ("checkpoint_final.pth",), overwrite: bool = False) -> Path:
-    """Export ``head`` of a ConfKD model of ``$nnUNet_results`` to ``output_root`` as a stock nnU-Net model.
+    """Export ``head`` of a ConfKD model of ``$nnUNet_results`` to ``output_root`` as a stock nnU-Net model (``head``
+    None: the model's inference head, :func:`~.training.heads.model_inference_head`).
 
     Every checkpoint is read, mapped and loaded strictly into the stock network before anything is written; each
     file is written under a temporary name and renamed. ``validation/summary.json`` is copied only where it scores the
@@ -261,9 +265,9 @@ def export_head(dataset: str | int, configuration: str, folds: Sequence[int | st
         found = (checkpoint.get("init_args") or {}).get("configuration")
         if found != configuration:
             raise ConfKDInputError(f"{path} was trained for configuration {found!r}, not {configuration!r}")
-        load_head_strictly(network, head_weights(checkpoint["network_weights"], head, str(path)), str(path))
+        load_head_strictly(network, head_weights(checkpoint["network_weights"], plan.head, str(path)), str(path))
         relative = f"{plan.source.parent.name}/{plan.source.name}/{_fold_folder(fold)}/{name}"
-        return stock_checkpoint(checkpoint, network, head, fold, relative, source_head)
+        return stock_checkpoint(checkpoint, network, plan.head, fold, relative, source_head)
 
     for fold, name in plan.checkpoints:  # check all before writing any
         converted(fold, name)

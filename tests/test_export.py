@@ -185,10 +185,10 @@ def test_a_head_named_by_the_models_plans_is_its_inference_head(results, tmp_pat
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model), (0,), "checkpoint_final.pth")
     assert predictor.network.inference_head == "teacher"
-    target = _export(tmp_path / "out", "--head", "teacher")
+    target = _export(tmp_path / "out")  # without --head: the model's inference head
     assert (target / "fold_0" / "validation" / "summary.json").is_file()
     checkpoint = torch.load(target / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert checkpoint["_best_ema"] == 0.5
+    assert checkpoint["_best_ema"] == 0.5 and checkpoint[PROVENANCE_KEY]["head"] == "teacher"
     assert model_inference_head(tmp_path / "x" / "nnUNetTrainer__nnUNetPlans__2d") is None  # no heads
 
 
