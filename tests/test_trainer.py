@@ -433,7 +433,8 @@ def test_switches_of_a_variant_are_what_auto_may_set(nnunet_paths):
     assert switches_of(trainers.nnUNetTrainerConfKD_cutMix) == {
         "student_view": "cutmix", "confidence_term": "pseudo_teacher", "pseudo_threshold": 0.9, "entropy_weight": 1.0}
     assert switches_of(trainers.nnUNetTrainerConfKD_cutMix_smoke) == switches_of(trainers.nnUNetTrainerConfKD_cutMix)
-    assert switches_of(trainers.nnUNetTrainerConfKD) == {} == switches_of(trainers.nnUNetTrainerConfKD_teacherHead)
+    assert switches_of(trainers.nnUNetTrainerConfKD) == {}
+    assert switches_of(trainers.nnUNetTrainerConfKD_teacherHead) == {"inference_head": "teacher"}
     with pytest.raises(ValueError, match="no variant of nnUNetTrainerConfKD"):
         switches_of(trainers.nnUNetTrainerStrongOnly)
 

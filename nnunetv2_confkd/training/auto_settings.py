@@ -61,9 +61,9 @@ def weak_label_kind(dataset_json: Mapping, counted_background_voxels: int | None
 
 
 def switches_of(trainer: type) -> dict[str, object]:
-    """The switches in which ``trainer`` (a variant of ``nnUNetTrainerConfKD``) differs from it, as an entry of
-    :attr:`nnUNetTrainerConfKDAuto.settings_by_labels` would set them; the inference head and the report label are not
-    switches. Raises for a class that is no variant of ``nnUNetTrainerConfKD`` (it has no switches to copy).
+    """The switches in which ``trainer`` (a variant of ``nnUNetTrainerConfKD``) differs from it, the inference head
+    included, as an entry of :attr:`nnUNetTrainerConfKDAuto.settings_by_labels` would set them (the report label is
+    no switch). Raises for a class that is no variant of ``nnUNetTrainerConfKD`` (it has no switches to copy).
 
     Example:
         >>> from nnunetv2_confkd.training.variants import nnUNetTrainerConfKD_kdAll
@@ -74,7 +74,7 @@ def switches_of(trainer: type) -> dict[str, object]:
         raise ValueError(f"{trainer!r} is no variant of nnUNetTrainerConfKD: its settings are not switches")
     names = [n for n, v in vars(nnUNetTrainerConfKD).items()
              if not n.startswith("_") and not callable(v) and not isinstance(v, (classmethod, staticmethod, property))
-             and n not in ("inference_head", "report_label")]
+             and n != "report_label"]
     return {n: getattr(trainer, n) for n in names if getattr(trainer, n) != getattr(nnUNetTrainerConfKD, n)}
 
 
