@@ -92,7 +92,7 @@ def write_pseudo_labeled_dataset(source: Path, target: Path, predictions: Path, 
     try:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         ending, manifest = dataset_json["file_ending"], dict(dataset_json[MANIFEST_KEY])
-        counts = {}
+        counts, class_voxels, total = {}, np.zeros(ignore + 1, np.int64), 0
         for case in cases:
             probabilities = np.load(predictions / f"{case}.npz")["probabilities"]
             like = sitk.ReadImage(str(predictions / f"{case}{ending}"))
@@ -101,11 +101,17 @@ def write_pseudo_labeled_dataset(source: Path, target: Path, predictions: Path, 
             image.CopyInformation(like)
             sitk.WriteImage(image, str(tmp / "labelsTr" / f"{case}{ending}"), useCompression=True)
             counts[case] = int(np.sum(label != ignore))
+            class_voxels += np.bincount(label.ravel(), minlength=ignore + 1)[:ignore + 1]
+            total += label.size
             manifest[case] = "weak" if counts[case] else "unlabeled"
         dataset_json.update({
             "name": target.name.split("_", 1)[1], MANIFEST_KEY: manifest,
             WEAK_LABEL_KEY: {"kind": KIND, "threshold": threshold, "background_annotated": True,
-                             "source_dataset": source.name, "annotated_voxels": counts, **provenance,
+                             "source_dataset": source.name, "annotated_voxels": counts,
+                             "pseudo_labeled_voxels": {name: int(class_voxels[value])
+                                                       for name, value in dataset_json["labels"].items()
+                                                       if int(value) != ignore},
+                             "pseudo_label_case_voxels": int(total), **provenance,
                              "source_weak_label": dataset_json.get(WEAK_LABEL_KEY)},
         })
         atomic_json(dataset_json, tmp / "dataset.json")
@@ -158,6 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def summary(weak_label: dict) -> str:
+    """One line on what the pseudo-labels hold: the share of the pseudo-labeled cases' voxels that reached the
+    threshold, per class and in all, and how many cases stayed unlabeled.
+
+    Example:
+        >>> print(summary({"threshold": 0.9, "annotated_voxels": {"a": 9, "b": 0}, "pseudo_label_case_voxels": 20,
+        ...                "pseudo_labeled_voxels": {"background": 6, "LV": 3}}))
+        threshold 0.9: 45.0 % of the voxels of 2 cases labeled (background 30.0 %, LV 15.0 %); 1 case(s) left unlabeled
+    """
+    total = max(weak_label["pseudo_label_case_voxels"], 1)
+    per_class = ", ".join(f"{name} {100 * n / total:.1f} %" for name, n in weak_label["pseudo_labeled_voxels"].items())
+    counts = weak_label["annotated_voxels"]
+    return (f"threshold {weak_label['threshold']:g}: {100 * sum(counts.values()) / total:.1f} % of the voxels of "
+            f"{len(counts)} cases labeled ({per_class}); {sum(n == 0 for n in counts.values())} case(s) left unlabeled")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: predict the unlabeled cases, write the pseudo-labeled dataset, print its path."""
     from nnunetv2_confkd_conversion.mixed_source import resolve_source
@@ -189,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                                          args.overwrite)
     except ConfKDInputError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print(summary(json.loads((target / "dataset.json").read_text())[WEAK_LABEL_KEY]))
     print(target)
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from nnunetv2_confkd_conversion.pseudo_label import pseudo_label, write_pseudo_labeled_dataset
+from nnunetv2_confkd_conversion.pseudo_label import pseudo_label, summary, write_pseudo_labeled_dataset
 
 from nnunetv2_confkd.checks import ConfKDInputError
 
@@ -65,6 +65,10 @@ def test_unlabeled_cases_become_weak_with_confident_labels_only(source, tmp_path
     assert dataset_json["supervision"] == {"c0": "full", "c1": "weak", "c2": "weak", "c3": "unlabeled"}
     weak = dataset_json["weak_label"]
     assert (weak["kind"], weak["threshold"], weak["annotated_voxels"]) == ("pseudo", 0.85, {"c2": 2, "c3": 0})
+    # per class, over the 12 voxels of the two pseudo-labeled cases: one background and one "b" voxel kept
+    assert weak["pseudo_labeled_voxels"] == {"background": 1, "a": 0, "b": 1} and weak["pseudo_label_case_voxels"] == 12
+    assert summary(weak) == ("threshold 0.85: 16.7 % of the voxels of 2 cases labeled (background 8.3 %, a 0.0 %, "
+                             "b 8.3 %); 1 case(s) left unlabeled")
     assert weak["source_weak_label"] == {"kind": "expert"} and dataset_json["name"] == "ToyPseudo"
     for case in ("c0", "c1"):  # full and weak labels are copied unchanged
         assert np.all(sitk.GetArrayFromImage(sitk.ReadImage(str(target / "labelsTr" / f"{case}.nii.gz"))) == 1)
