@@ -149,6 +149,7 @@ class ExportPlan:
     source: Path  # the ConfKD model folder
     target: Path  # the stock model folder that is written
     head: str  # the exported head
+    source_head: str | None  # the source model's inference head (the one its validation scored)
     checkpoints: tuple[tuple[int | str, str], ...]  # (fold, checkpoint name)
     copies: tuple[tuple[Path, Path], ...]  # (source file, target file)
 
@@ -183,7 +184,8 @@ def plan_export(dataset: str | int, configuration: str, folds: Sequence[int | st
         if not (source / name).is_file():
             raise ConfKDInputError(f"{source / name} is missing; nnU-Net writes it when training starts. Copy it from "
                                    f"nnUNet_preprocessed/{dataset_name} or retrain.")
-    head = head or model_inference_head(source) or "student"
+    source_head = model_inference_head(source)
+    head = head or source_head or "student"
     target = Path(output_root) / dataset_name / convert_trainer_plans_config_to_identifier(
         STOCK_TRAINER, plans_identifier, configuration)
     if target.resolve() == source.resolve():
@@ -203,7 +205,7 @@ def plan_export(dataset: str | int, configuration: str, folds: Sequence[int | st
                                        "pass one of them with -chk, or finish training the fold")
             checkpoints.append((fold, name))
         copies.append((folder / "progress.png", target / _fold_folder(fold) / "progress.png"))
-        if model_inference_head(source) == head:  # nnU-Net's validation of the model scored this head
+        if source_head == head:  # nnU-Net's validation of the model scored this head
             summary = folder / "validation" / "summary.json"
             copies.append((summary, target / _fold_folder(fold) / "validation" / "summary.json"))
     copies = [(s, t) for s, t in copies if s.is_file()]
@@ -213,7 +215,7 @@ def plan_export(dataset: str | int, configuration: str, folds: Sequence[int | st
     if conflicts and not overwrite:
         raise ConfKDInputError(f"the export would overwrite {conflicts[:3]}{' ...' if len(conflicts) > 3 else ''}; "
                                "pass --overwrite to replace them, or choose another -o")
-    return ExportPlan(source, target, head, tuple(checkpoints), tuple(copies))
+    return ExportPlan(source, target, head, source_head, tuple(checkpoints), tuple(copies))
 
 
 def _atomic_write(target: Path, write) -> None:
@@ -257,7 +259,6 @@ def export_head(dataset: str | int, configuration: str, folds: Sequence[int | st
     plans = json.loads((plan.source / "plans.json").read_text())
     dataset_json = json.loads((plan.source / "dataset.json").read_text())
     network = stock_network(plans, dataset_json, configuration)
-    source_head = model_inference_head(plan.source)
 
     def converted(fold, name):
         path = plan.source / _fold_folder(fold) / name
@@ -267,7 +268,7 @@ def export_head(dataset: str | int, configuration: str, folds: Sequence[int | st
             raise ConfKDInputError(f"{path} was trained for configuration {found!r}, not {configuration!r}")
         load_head_strictly(network, head_weights(checkpoint["network_weights"], plan.head, str(path)), str(path))
         relative = f"{plan.source.parent.name}/{plan.source.name}/{_fold_folder(fold)}/{name}"
-        return stock_checkpoint(checkpoint, network, plan.head, fold, relative, source_head)
+        return stock_checkpoint(checkpoint, network, plan.head, fold, relative, plan.source_head)
 
     for fold, name in plan.checkpoints:  # check all before writing any
         converted(fold, name)

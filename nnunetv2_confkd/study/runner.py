@@ -198,10 +198,11 @@ class Runner:
         (work / "references").mkdir(parents=True)
         (work / "images").mkdir()
         raw = self.raw / run.dataset
-        for case in splits[int(run.fold)]["val"]:
+        cases = splits[int(run.fold)]["val"]
+        for case in cases:
             os.symlink(raw / "labelsTr" / f"{case}{ending}", work / "references" / f"{case}{ending}")
-            for channel in dataset_json["channel_names"]:
-                name = f"{case}_{int(channel):04d}{ending}"
+        if not inference_head:  # only the other head is predicted here, from the raw images
+            for name in (f"{c}_{int(ch):04d}{ending}" for c in cases for ch in dataset_json["channel_names"]):
                 os.symlink(raw / "imagesTr" / name, work / "images" / name)
         try:
             predictions = fold / "validation"

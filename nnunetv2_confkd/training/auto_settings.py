@@ -60,6 +60,14 @@ def weak_label_kind(dataset_json: Mapping, counted_background_voxels: int | None
     return kind, f"the weak labels: {counted_background_voxels} annotated background voxels"
 
 
+def switch_names() -> tuple[str, ...]:
+    """The class attributes of ``nnUNetTrainerConfKD`` that are switches (plain values, not methods; the report label
+    is no switch): what an entry of :attr:`nnUNetTrainerConfKDAuto.settings_by_labels` may set."""
+    return tuple(n for n, v in vars(nnUNetTrainerConfKD).items()
+                 if not n.startswith("_") and not callable(v)
+                 and not isinstance(v, (classmethod, staticmethod, property)) and n != "report_label")
+
+
 def switches_of(trainer: type) -> dict[str, object]:
     """The switches in which ``trainer`` (a variant of ``nnUNetTrainerConfKD``) differs from it, the inference head
     included, as an entry of :attr:`nnUNetTrainerConfKDAuto.settings_by_labels` would set them (the report label is
@@ -72,10 +80,7 @@ def switches_of(trainer: type) -> dict[str, object]:
     """
     if not (isinstance(trainer, type) and issubclass(trainer, nnUNetTrainerConfKD)):
         raise ValueError(f"{trainer!r} is no variant of nnUNetTrainerConfKD: its settings are not switches")
-    names = [n for n, v in vars(nnUNetTrainerConfKD).items()
-             if not n.startswith("_") and not callable(v) and not isinstance(v, (classmethod, staticmethod, property))
-             and n != "report_label"]
-    return {n: getattr(trainer, n) for n in names if getattr(trainer, n) != getattr(nnUNetTrainerConfKD, n)}
+    return {n: getattr(trainer, n) for n in switch_names() if getattr(trainer, n) != getattr(nnUNetTrainerConfKD, n)}
 
 
 class nnUNetTrainerConfKDAuto(nnUNetTrainerConfKD):
@@ -88,7 +93,7 @@ class nnUNetTrainerConfKDAuto(nnUNetTrainerConfKD):
     def _choose_settings(self) -> None:
         kind, reason = weak_label_kind(self.dataset_json, getattr(self, "weak_background_voxels", None))
         settings = self.settings_by_labels.get(kind, {})
-        unknown = sorted(set(settings) - set(vars(nnUNetTrainerConfKD)) - {"weak_ratio", "strong_fraction"})
+        unknown = sorted(set(settings) - set(switch_names()))
         if unknown:
             raise ValueError(f"{type(self).__name__}.settings_by_labels[{kind!r}] sets {unknown}, which are not "
                              "switches it may set")
