@@ -183,8 +183,8 @@ class ConfKDLoss(nn.Module):
                 ``teacher_mask`` is True, in batch order.
             student_out: student logits per scale, all ``B`` cases.
             targets: label maps per scale ``(B, 1, *spatial)``; strong cases dense, others with the ignore label.
-            is_full: ``(B,)`` bool, True for fully labeled cases.
-            teacher_mask: ``(B,)`` bool, the cases the teacher ran on (must include every full case).
+            is_full: ``(B,)`` bool, True for fully labeled cases (best on the host: a device mask is copied there).
+            teacher_mask: ``(B,)`` bool, the cases the teacher ran on (must include every full case; same).
             entropy_scale: multiplier of ``λ_ent`` (ramp-up), in ``[0, 1]``.
             teacher_view: with ``student_view`` other than ``"same"``, the teacher's full-resolution logits on the
                 clean view of the cases that are not fully labeled (in batch order, no gradient; with ``"cutmix"``
@@ -195,8 +195,8 @@ class ConfKDLoss(nn.Module):
             ``(total, terms)``; ``terms`` holds detached ``sup``, ``weak``, ``kd``, ``ent`` values.
         """
         cfg = self.config
-        is_full = is_full.to(student_out[0].device)
-        teacher_mask = teacher_mask.to(student_out[0].device)
+        # the row masks live on the host: row sets become slices without a device sync
+        is_full, teacher_mask = is_full.cpu(), teacher_mask.cpu()
         full_in_teacher = is_full[teacher_mask]
         if bool((is_full & ~teacher_mask).any()):
             raise ValueError("the teacher must run on every fully labeled case of the batch")

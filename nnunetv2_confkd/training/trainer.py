@@ -150,7 +150,8 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
     def _prepare_batch(self, batch: dict):
         """The batch on the device with its fully labeled rows first (every term is a mean or sum over rows, and
         nnU-Net normalises per sample, so row order changes no value; the teacher's rows and the terms' row sets
-        become views instead of copies), the padding of full cases made background, and the row masks.
+        become views instead of copies), the padding of full cases made background, and the row masks (on the host,
+        so that selecting rows needs no device sync).
 
         Returns ``(data, targets, is_full, teacher_mask, teacher_cases)``; ``teacher_cases`` is the number of leading
         rows the teacher runs on (the full rows), or None for all rows."""
@@ -170,7 +171,7 @@ class nnUNetTrainerConfKD(MixedSupervisionMixin, nnUNetTrainer):
         teacher_on_all = self.confkd_loss.config.teacher_on_all
         teacher_mask = torch.ones_like(is_full) if teacher_on_all else is_full
         teacher_cases = None if teacher_on_all else int(full.sum())
-        return data, target, is_full.to(self.device), teacher_mask.to(self.device), teacher_cases
+        return data, target, is_full, teacher_mask, teacher_cases
 
     def _two_views(self, data: torch.Tensor, target: list[torch.Tensor], n_full: int):
         """``student_view`` other than ``"same"``: the batch with its other (trailing) rows replaced by an intensity
