@@ -138,6 +138,25 @@ def test_the_committed_records_give_the_recorded_decisions(capsys):
     assert result["chosen_switches"] is None  # runs of an earlier composition are no class of today
 
 
+def test_the_auto_trainers_rule_for_foreground_only_seeds_is_what_the_committed_records_decide(capsys):
+    """The pre-registered decisions on the foreground-only seeds (LV seeds, 7 full patients, folds 0 and 1),
+    recomputed from the committed records: the switch arm, then its teacher head against its student head. The Auto
+    trainer's entry for that kind must be the chosen arm's switches, with the head the rule keeps."""
+    from nnunetv2_confkd.training.auto_settings import nnUNetTrainerConfKDAuto
+
+    def decided(default: str, challengers: list[str]) -> dict:
+        main(["-o", str(STUDY), "-d", "505", "--default", default, "--challengers", *challengers, "-f", "0", "1",
+              "--json"])
+        return json.loads(capsys.readouterr().out)
+
+    arms = decided("nnUNetTrainerConfKD", ["nnUNetTrainerConfKD_kdAll", "nnUNetTrainerConfKD_weak01"])
+    assert [c["verdict"] for c in arms["comparisons"]] == ["not distinguished", "replaces"]
+    head = decided(arms["chosen"], [arms["chosen"] + ":teacher"])
+    assert head["comparisons"][0]["verdict"] == "not distinguished" and head["chosen"] == arms["chosen"]
+    assert nnUNetTrainerConfKDAuto.settings_by_labels["foreground_only"] == arms["chosen_switches"] == {
+        "weak_weight": 0.1}
+
+
 def test_the_command_stops_with_the_reason_on_bad_input(tmp_path):
     with pytest.raises(SystemExit, match="confkd_decide: dataset '999': no matching folder"):
         main(["-o", str(tmp_path), "-d", "999", "--default", "a", "--challengers", "b", "-f", "0"])

@@ -87,8 +87,14 @@ class nnUNetTrainerConfKDAuto(nnUNetTrainerConfKD):
     """ConfKD with the switches of :attr:`settings_by_labels` for its dataset's kind of weak labels."""
 
     report_label = "ConfKD, settings by weak-label kind"
-    #: switches per kind of weak labels; filled only from pre-registered cross-validation inside training patients
-    settings_by_labels: ClassVar[dict[str, dict[str, object]]] = {kind: {} for kind in KINDS}
+    #: switches per kind of weak labels; filled only from pre-registered cross-validation inside training patients.
+    #: ``foreground_only``: ``nnUNetTrainerConfKD_weak01``'s switches, chosen on ACDC's foreground-only LV seeds
+    #: (7 full patients, folds 0 and 1), student head kept; the other kinds keep the defaults until theirs are decided.
+    settings_by_labels: ClassVar[dict[str, dict[str, object]]] = {
+        "background_annotated": {},
+        "foreground_only": {"weak_weight": 0.1},
+        "unlabeled_only": {},
+    }
 
     def _choose_settings(self) -> None:
         kind, reason = weak_label_kind(self.dataset_json, getattr(self, "weak_background_voxels", None))
