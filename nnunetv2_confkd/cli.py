@@ -149,7 +149,7 @@ def predict_head_main(argv: list[str] | None = None) -> None:
     npp = args.np if args.npp is None else args.npp
     nps = args.np if args.nps is None else args.nps
     try:
-        head = args.head or model_inference_head(args.m) or "student"
+        head = args.head or model_inference_head(args.m)  # None: a model without heads, its own network
         predict_folder_with_head(args.m, args.f, head, args.i, args.o, args.chk, torch.device(device), npp,
                                  num_processes_segmentation_export=nps, save_probabilities=args.save_probabilities,
                                  num_parts=args.num_parts, part_id=args.part_id,

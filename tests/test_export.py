@@ -293,6 +293,20 @@ def test_predict_head_without_workers_saves_probabilities_and_equals_the_exporte
                           np.load(tmp_path / "stock" / "case.npz")["probabilities"])
 
 
+def test_predict_head_runs_a_model_without_heads_with_its_own_network(results, tmp_path):
+    """Without ``--head``, a stock nnU-Net model (no heads) predicts with its own network, as nnUNetv2_predict would."""
+    images = tmp_path / "images"
+    images.mkdir()
+    image = sitk.GetImageFromArray(np.random.default_rng(1).normal(size=(3, 40, 56)).astype(np.float32))
+    image.SetSpacing((1.5, 1.5, 1.0))
+    sitk.WriteImage(image, str(images / "case_0000.nii.gz"))
+    stock = nnUNetTrainer.build_network_architecture(*make_plans_manager("2d"), NUM_INPUT_CHANNELS, NUM_CLASSES, False)
+    model = _make_model(results, "nnUNetTrainer", network=stock)
+    predict_head_main(["-i", str(images), "-o", str(tmp_path / "pred"), "-m", str(model), "-device", "cpu",
+                       "-npp", "0", "-nps", "0", "--disable_tta"])
+    assert (tmp_path / "pred" / "case.nii.gz").is_file()
+
+
 @pytest.mark.parametrize("argv, match", [
     (["-num_parts", "2", "-part_id", "2"], "part_id must lie in 0..num_parts-1"),
     (["-npp", "0", "-nps", "0", "-num_parts", "2"], "without worker processes"),

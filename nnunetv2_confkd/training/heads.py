@@ -64,12 +64,13 @@ def head_predictor(model_folder: Path, fold: Folds, head: str | None,
     return predictor
 
 
-def predict_folder_with_head(model_folder: Path, fold: Folds, head: str, input_folder: Path, output_folder: Path,
+def predict_folder_with_head(model_folder: Path, fold: Folds, head: str | None, input_folder: Path, output_folder: Path,
                              checkpoint_name: str = "checkpoint_final.pth", device: torch.device = torch.device("cpu"),
                              num_processes: int = 1, *, num_processes_segmentation_export: int | None = None,
                              save_probabilities: bool = False, num_parts: int = 1, part_id: int = 0,
                              overwrite: bool = True, use_mirroring: bool = True) -> Path:
-    """Predict the cases of ``input_folder`` (nnU-Net raw layout) with ``head``; returns ``output_folder``.
+    """Predict the cases of ``input_folder`` (nnU-Net raw layout) with ``head`` (None: the model's own inference
+    network, any nnU-Net model); returns ``output_folder``.
 
     The keywords mean what they mean to ``nnUNetPredictor.predict_from_files`` and ``nnUNetv2_predict``:
     ``num_processes`` preprocessing workers and ``num_processes_segmentation_export`` export workers (default: as
