@@ -271,14 +271,19 @@ def test_export_refuses_to_write_into_the_model_folder_itself(results, capsys):
              match="is the model folder itself")
 
 
+def _raw_images(folder: Path, seed: int) -> Path:
+    """An nnU-Net raw image folder with one random single-channel case, ``case``."""
+    folder.mkdir()
+    image = sitk.GetImageFromArray(np.random.default_rng(seed).normal(size=(3, 40, 56)).astype(np.float32))
+    image.SetSpacing((1.5, 1.5, 1.0))
+    sitk.WriteImage(image, str(folder / "case_0000.nii.gz"))
+    return folder
+
+
 def test_predict_head_without_workers_saves_probabilities_and_equals_the_exported_head(results, tmp_path):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    images = tmp_path / "images"
-    images.mkdir()
-    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(3, 40, 56)).astype(np.float32))
-    image.SetSpacing((1.5, 1.5, 1.0))
-    sitk.WriteImage(image, str(images / "case_0000.nii.gz"))
+    images = _raw_images(tmp_path / "images", seed=0)
     model = results / FAKE_DATASET / f"{TRAINER}__nnUNetPlans__2d"
     predict_head_main(["-i", str(images), "-o", str(tmp_path / "head"), "-m", str(model), "-device", "cpu",
                        "--head", "teacher", "-npp", "0", "-nps", "0", "--save_probabilities", "--disable_tta"])
@@ -295,11 +300,7 @@ def test_predict_head_without_workers_saves_probabilities_and_equals_the_exporte
 
 def test_predict_head_runs_a_model_without_heads_with_its_own_network(results, tmp_path):
     """Without ``--head``, a stock nnU-Net model (no heads) predicts with its own network, as nnUNetv2_predict would."""
-    images = tmp_path / "images"
-    images.mkdir()
-    image = sitk.GetImageFromArray(np.random.default_rng(1).normal(size=(3, 40, 56)).astype(np.float32))
-    image.SetSpacing((1.5, 1.5, 1.0))
-    sitk.WriteImage(image, str(images / "case_0000.nii.gz"))
+    images = _raw_images(tmp_path / "images", seed=1)
     stock = nnUNetTrainer.build_network_architecture(*make_plans_manager("2d"), NUM_INPUT_CHANNELS, NUM_CLASSES, False)
     model = _make_model(results, "nnUNetTrainer", network=stock)
     predict_head_main(["-i", str(images), "-o", str(tmp_path / "pred"), "-m", str(model), "-device", "cpu",

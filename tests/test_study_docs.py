@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from nnunetv2_confkd.study.records import aggregate, load_records
+from nnunetv2_confkd.study.report import mean_pm_std
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "docs" / "acdc_study"
@@ -41,9 +42,8 @@ QUOTED = [
 
 
 def quoted(row: dict) -> str:
-    """A cell as the README writes it: mean ± std (runs), or mean (1) for one run."""
-    mean, runs = row["mean"]["dice"]["mean"], len(row["seeds"])
-    return f"{mean:.3f} ± {row['mean']['dice']['std']:.3f} ({runs})" if runs > 1 else f"{mean:.3f} (1)"
+    """A cell as the README writes it: the report's mean Dice (mean ± std over runs), then the number of runs."""
+    return f"{mean_pm_std(row['mean']['dice'])} ({len(row['seeds'])})"
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,8 @@ from nnunetv2_confkd.study.records import (
 )
 
 
-def _pm(stats: dict, digits: int = 3) -> str:
+def mean_pm_std(stats: dict, digits: int = 3) -> str:
+    """Statistics over runs as the report writes them: ``mean ± std``, or the mean alone for one run."""
     if not math.isfinite(stats["mean"]):
         return "n/a"
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}" if len(stats["seeds"]) > 1 \
@@ -69,9 +70,10 @@ def markdown(rows: list[dict], check: dict | None, ratio: dict | None, meta: dic
                   "|---" * (len(names) + 8) + "|"]
         for r in drows:
             lines.append(f"| {r['label']} | {r['head']} | {len(r['seeds'])} | "
-                         + " | ".join(_pm(r["per_class"][lab]["dice"]) for lab in r["class_names"])
-                         + f" | {_pm(r['mean']['dice'])} | {r['volume_dice_std']:.3f} | {_pm(r['mean']['hd95'], 2)}"
-                         f" | {_pm(r['mean']['assd'], 2)} | {_pm(r['mean']['nsd'])} |")
+                         + " | ".join(mean_pm_std(r["per_class"][lab]["dice"]) for lab in r["class_names"])
+                         + f" | {mean_pm_std(r['mean']['dice'])} | {r['volume_dice_std']:.3f}"
+                         f" | {mean_pm_std(r['mean']['hd95'], 2)} | {mean_pm_std(r['mean']['assd'], 2)}"
+                         f" | {mean_pm_std(r['mean']['nsd'])} |")
         lines.append("")
     if ratio is not None:
         lines += [f"Inference wall time, ConfKD student (nnUNetv2_predict) / stock nnU-Net, same dataset and seed: "
