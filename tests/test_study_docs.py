@@ -1,6 +1,6 @@
-"""The README's held-out results quote the committed study records: each quoted cell is recomputed from
-``docs/acdc_study/runs`` with the report's own aggregation (study/records.py), so a new record or an edited number
-that makes them disagree fails here."""
+"""The README's held-out results quote the committed study records: each quoted cell, and each difference in Dice
+points the README derives from them, is recomputed from ``docs/acdc_study/runs`` with the report's own aggregation
+(study/records.py), so a new record or an edited number that makes them disagree fails here."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ A, B, C = ("Dataset501_ACDC_7full_expert_s0", "Dataset502_ACDC_3full_expert_67un
            "Dataset503_ACDC_3full_erosion_LV_s0")
 SELF_TRAINING = "Dataset508_ACDC_3full_expert_67unl_s0_pseudo0.9"
 REPLACE = " [replace 0.5]"
+AUTO_C, CONFKD_C = (C, "nnUNetTrainerConfKDAuto", "student"), (C, "nnUNetTrainerConfKD", "student")
+STRONG_ONLY, STOCK_IGNORE = "nnUNetTrainerStrongOnly", "nnUNetTrainer"
 
 #: (marker of the README line, dataset, method as the report keys it, head) of every number the table quotes
 QUOTED = [
@@ -38,6 +40,30 @@ QUOTED = [
     ("(B:", SELF_TRAINING, "nnUNetTrainerIgnorePadding", "nnunet"),
     ("Full supervision (", "Dataset500_ACDC_70full_expert_s0", "nnUNetTrainer", "nnunet"),
     ("Full supervision (", "Dataset504_ACDC_70full_erosion_LV_s0", "nnUNetTrainer", "nnunet"),
+]
+
+
+#: (README phrase with ``{}`` for a difference in Dice points, minuend, subtrahend, over what: "mean" of the means,
+#: "min" over the seeds both have, or one seed); the phrase carries the sign, the number is the absolute value
+DIFFERENCES = [
+    ("beats strong-only by {} and", AUTO_C, (C, STRONG_ONLY, "nnunet"), "mean"),
+    ("stock nnU-Net + ignore by {} points", AUTO_C, (C, STOCK_IGNORE, "nnunet"), "mean"),
+    ("at least +{} and", AUTO_C, (C, STRONG_ONLY, "nnunet"), "min"),
+    ("and +{} in every seed", AUTO_C, (C, STOCK_IGNORE, "nnunet"), "min"),
+    ("three seeds (+{} points)", CONFKD_C, (C, "nnUNetTrainerConfKD", "teacher"), "mean"),
+    ("(seed 2: {} points below)", CONFKD_C, (C, "nnUNetTrainerConfKD", "teacher"), 2),
+    ("composition): +{} points over nnU-Net + ignore", (A, "nnUNetTrainerConfKD" + REPLACE, "student"),
+     (A, STOCK_IGNORE, "nnunet"), "mean"),
+    ("ignore and +{} over strong-only (targets", (A, "nnUNetTrainerConfKD" + REPLACE, "student"),
+     (A, STRONG_ONLY, "nnunet"), "mean"),
+    ("`_pseudoMaskTeacher` +{} and", (A, "nnUNetTrainerConfKD_pseudoMaskTeacher" + REPLACE, "student"),
+     (A, STOCK_IGNORE, "nnunet"), "mean"),
+    ("and +{} over them.", (A, "nnUNetTrainerConfKD_pseudoMaskTeacher" + REPLACE, "student"),
+     (A, STRONG_ONLY, "nnunet"), "mean"),
+    ("(+1.5 over nnU-Net + ignore, +{} over strong-only;", (A, "nnUNetTrainerConfKD" + REPLACE, "student"),
+     (A, STRONG_ONLY, "nnunet"), "mean"),
+    ("does (+{} points on one seed", (SELF_TRAINING, "nnUNetTrainerIgnorePadding", "nnunet"),
+     (B, STRONG_ONLY, "nnunet"), "mean"),
 ]
 
 
@@ -64,3 +90,21 @@ def test_the_readme_quotes_the_records(rows, readme_rows, marker, dataset, metho
     cell = quoted(rows[(dataset, method, head)])
     assert cell in readme_rows[marker], f"README row {marker!r} should quote {method} ({head}) as {cell}"
 
+
+
+def difference(rows: dict, minuend: tuple, subtrahend: tuple, over: str | int) -> float:
+    """Minuend minus subtrahend in Dice points: of the means over runs, the smallest over the seeds both have, or on
+    one seed."""
+    a, b = rows[minuend], rows[subtrahend]
+    if over == "mean":
+        return 100 * (a["mean"]["dice"]["mean"] - b["mean"]["dice"]["mean"])
+    per_seed = [dict(zip(r["seeds"], r["mean"]["dice"]["seeds"], strict=True)) for r in (a, b)]
+    paired = {seed: 100 * (per_seed[0][seed] - per_seed[1][seed]) for seed in per_seed[0] if seed in per_seed[1]}
+    return min(paired.values()) if over == "min" else paired[over]
+
+
+@pytest.mark.parametrize("phrase, minuend, subtrahend, over", DIFFERENCES, ids=[d[0] for d in DIFFERENCES])
+def test_the_readme_derives_its_differences_from_the_records(rows, phrase, minuend, subtrahend, over):
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    expected = phrase.format(f"{abs(difference(rows, minuend, subtrahend, over)):.1f}")
+    assert expected in readme, f"the README should read {expected!r}"
