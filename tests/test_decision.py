@@ -138,23 +138,39 @@ def test_the_committed_records_give_the_recorded_decisions(capsys):
     assert result["chosen_switches"] is None  # runs of an earlier composition are no class of today
 
 
-def test_the_auto_trainers_rule_for_foreground_only_seeds_is_what_the_committed_records_decide(capsys):
-    """The pre-registered decisions on the foreground-only seeds (LV seeds, 7 full patients, folds 0 and 1),
-    recomputed from the committed records: the switch arm, then its teacher head against its student head. The Auto
-    trainer's entry for that kind must be the chosen arm's switches, with the head the rule keeps."""
+#: each decided rule of the Auto trainer: (kind of weak labels, development dataset, folds, the switch arms'
+#: challengers against nnUNetTrainerConfKD, their verdicts, the verdict of the chosen arm's teacher head)
+DECIDED_RULES = [
+    ("foreground_only", "505", ["0", "1"], ["nnUNetTrainerConfKD_kdAll", "nnUNetTrainerConfKD_weak01"],
+     ["not distinguished", "replaces"], "not distinguished"),
+]
+
+
+@pytest.mark.parametrize("kind, dataset, folds, challengers, verdicts, head_verdict", DECIDED_RULES,
+                         ids=[r[0] for r in DECIDED_RULES])
+def test_each_rule_of_the_auto_trainer_is_what_the_committed_records_decide(capsys, kind, dataset, folds,
+                                                                             challengers, verdicts, head_verdict):
+    """A pre-registered decision recomputed from the committed cross-validation records: the switch arm, then its
+    teacher head against its student head. The Auto trainer's entry for that kind must be what the second decision
+    chose (the arm's switches, and its head where the teacher head won)."""
     from nnunetv2_confkd.training.auto_settings import nnUNetTrainerConfKDAuto
 
-    def decided(default: str, challengers: list[str]) -> dict:
-        main(["-o", str(STUDY), "-d", "505", "--default", default, "--challengers", *challengers, "-f", "0", "1",
-              "--json"])
+    def decided(default: str, arms: list[str]) -> dict:
+        main(["-o", str(STUDY), "-d", dataset, "--default", default, "--challengers", *arms, "-f", *folds, "--json"])
         return json.loads(capsys.readouterr().out)
 
-    arms = decided("nnUNetTrainerConfKD", ["nnUNetTrainerConfKD_kdAll", "nnUNetTrainerConfKD_weak01"])
-    assert [c["verdict"] for c in arms["comparisons"]] == ["not distinguished", "replaces"]
+    arms = decided("nnUNetTrainerConfKD", challengers)
+    assert [c["verdict"] for c in arms["comparisons"]] == verdicts
     head = decided(arms["chosen"], [arms["chosen"] + ":teacher"])
-    assert head["comparisons"][0]["verdict"] == "not distinguished" and head["chosen"] == arms["chosen"]
-    assert nnUNetTrainerConfKDAuto.settings_by_labels["foreground_only"] == arms["chosen_switches"] == {
-        "weak_weight": 0.1}
+    assert head["comparisons"][0]["verdict"] == head_verdict
+    assert nnUNetTrainerConfKDAuto.settings_by_labels[kind] == head["chosen_switches"]
+
+
+def test_a_kind_without_a_decided_rule_keeps_the_defaults():
+    from nnunetv2_confkd.training.auto_settings import KINDS, nnUNetTrainerConfKDAuto
+
+    undecided = set(KINDS) - {r[0] for r in DECIDED_RULES}
+    assert {k: nnUNetTrainerConfKDAuto.settings_by_labels[k] for k in undecided} == dict.fromkeys(undecided, {})
 
 
 def test_the_command_stops_with_the_reason_on_bad_input(tmp_path):
