@@ -143,6 +143,7 @@ def test_the_committed_records_give_the_recorded_decisions(capsys):
 DECIDED_RULES = [
     ("foreground_only", "505", ["0", "1"], ["nnUNetTrainerConfKD_kdAll", "nnUNetTrainerConfKD_weak01"],
      ["not distinguished", "replaces"], "not distinguished"),
+    ("background_annotated", "501", ["1", "2"], ["nnUNetTrainerConfKD_pseudoMaskTeacher"], ["confirmed"], "confirmed"),
 ]
 
 

@@ -89,7 +89,9 @@ class nnUNetTrainerConfKDAuto(nnUNetTrainerConfKD):
     report_label = "ConfKD, settings by weak-label kind"
     #: switches per kind of weak labels; filled only from pre-registered cross-validation inside training patients.
     #: ``foreground_only``: ``nnUNetTrainerConfKD_weak01``'s switches, chosen on ACDC's foreground-only LV seeds
-    #: (7 full patients, folds 0 and 1), student head kept; the other kinds keep the defaults until theirs are decided.
+    #: (7 full patients, folds 0 and 1), student head kept. ``background_annotated``: the defaults, which neither
+    #: ``_pseudoMaskTeacher`` nor the teacher head replaced on ACDC's expert scribbles (7 full patients, folds 1 and
+    #: 2). ``unlabeled_only`` keeps the defaults until its cross-validation decides.
     settings_by_labels: ClassVar[dict[str, dict[str, object]]] = {
         "background_annotated": {},
         "foreground_only": {"weak_weight": 0.1},
