@@ -93,7 +93,6 @@ def test_the_readme_quotes_the_records(rows, readme_rows, marker, dataset, metho
     assert cell in readme_rows[marker], f"README row {marker!r} should quote {method} ({head}) as {cell}"
 
 
-
 def difference(rows: dict, minuend: tuple, subtrahend: tuple, over: str | int) -> float:
     """Minuend minus subtrahend in Dice points: of the means over runs, the smallest over the seeds both have, or on
     one seed."""
