@@ -68,7 +68,7 @@ DIFFERENCES = [
      (A, STOCK_IGNORE, "nnunet"), "mean"),
     ("and +{} over them (three seeds", (A, "nnUNetTrainerConfKD_pseudoMaskTeacher" + REPLACE, "student"),
      (A, STRONG_ONLY, "nnunet"), "mean"),
-    ("does (+{} points on one seed", (SELF_TRAINING, "nnUNetTrainerIgnorePadding", "nnunet"),
+    ("does (+{} points on two seeds", (SELF_TRAINING, "nnUNetTrainerIgnorePadding", "nnunet"),
      (B, STRONG_ONLY, "nnunet"), "mean"),
 ]
 
