@@ -86,8 +86,13 @@ def rows() -> dict[tuple[str, str, str], dict]:
 
 
 @pytest.fixture(scope="module")
-def readme_rows() -> dict[str, str]:
-    lines = (ROOT / "README.md").read_text().splitlines()
+def readme() -> str:
+    return (ROOT / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def readme_rows(readme) -> dict[str, str]:
+    lines = readme.splitlines()
     return {marker: next(line for line in lines if marker in line) for marker in {q[0] for q in QUOTED}}
 
 
@@ -110,7 +115,6 @@ def difference(rows: dict, minuend: tuple, subtrahend: tuple, over: str | int) -
 
 
 @pytest.mark.parametrize("phrase, minuend, subtrahend, over", DIFFERENCES, ids=[d[0] for d in DIFFERENCES])
-def test_the_readme_derives_its_differences_from_the_records(rows, phrase, minuend, subtrahend, over):
-    readme = " ".join((ROOT / "README.md").read_text().split())
+def test_the_readme_derives_its_differences_from_the_records(rows, readme, phrase, minuend, subtrahend, over):
     expected = phrase.format(f"{abs(difference(rows, minuend, subtrahend, over)):.1f}")
-    assert expected in readme, f"the README should read {expected!r}"
+    assert expected in " ".join(readme.split()), f"the README should read {expected!r}"
